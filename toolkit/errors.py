@@ -1,0 +1,64 @@
+"""One small exception hierarchy; the CLI maps each class to a documented exit code.
+
+Messages say *what* and *where*; hints say what to do. Never put key material,
+passphrases or template context into a message or a hint.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Documented process exit codes (see docs/reference/exit-codes.md)."""
+
+    OK = 0
+    INPUT = 2  # usage error or bad input (package, credentials, profile, user list)
+    PARTIAL = 3  # a batch in which some users failed
+    OUTPUT = 4  # output exists without --force, or cannot be written
+    FINDINGS = 5  # `check` found problems in a profile
+    INTERRUPTED = 130
+
+
+class ToolkitError(Exception):
+    """Base class: a one-line message plus an optional hint."""
+
+    exit_code: ExitCode = ExitCode.INPUT
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(ToolkitError):
+    """Options that do not fit together."""
+
+
+class PackageError(ToolkitError):
+    """The Azure package (zip, folder or .ovpn) cannot be used."""
+
+
+class ProfileError(ToolkitError):
+    """The OpenVPN profile cannot be turned into the requested output."""
+
+
+class CredentialsError(ToolkitError):
+    """Certificate, key, PKCS#12 or passphrase problems."""
+
+
+class UserListError(ToolkitError):
+    """The batch YAML user list is invalid."""
+
+
+class CAError(ToolkitError):
+    """The certificate authority folder or ledger cannot be used."""
+
+
+class OutputError(ToolkitError):
+    """Output exists without --force, or cannot be written."""
+
+    exit_code = ExitCode.OUTPUT

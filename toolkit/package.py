@@ -1,0 +1,325 @@
+"""Read an Azure P2S client configuration package: the zip, an extracted folder, or a bare .ovpn.
+
+Everything is read in memory; nothing is ever extracted. Entries with absolute paths or
+``..`` are never used, and oversized profiles or archives are refused before inflating.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Literal
+from xml.parsers import expat
+
+from toolkit.errors import PackageError, ProfileError
+from toolkit.profile import Profile, normalize_text
+
+MAX_PROFILE_BYTES = 1024 * 1024
+MAX_ARCHIVE_BYTES = 100 * 1024 * 1024
+MAX_XML_BYTES = 1024 * 1024
+PROFILE_PATH = ("openvpn", "vpnconfig.ovpn")
+SETTINGS_PATH = ("generic", "vpnsettings.xml")
+REQUIRED_BLOCKS = ("ca", "tls-auth", "cert", "key")
+
+NO_OPENVPN_HINT = (
+    "the gateway's tunnel type does not include OpenVPN, or its SKU is Basic (which has no "
+    "OpenVPN): in the Azure portal open the gateway's 'Point-to-site configuration', choose a "
+    "tunnel type with 'OpenVPN (SSL)', save, then download the VPN client package again"
+)
+
+
+@dataclass(frozen=True)
+class VpnSettings:
+    """What ``Generic/VpnSettings.xml`` says about the gateway (present with IKEv2/SSTP)."""
+
+    server: str | None = None
+    vpn_type: str | None = None
+    routes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AzurePackage:
+    """The profile template found in a package, plus what else the package told us."""
+
+    source: str
+    kind: Literal["zip", "folder", "ovpn"]
+    profile_entry: str
+    profile_text: str
+    vpn_settings: VpnSettings | None = None
+    entries: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def profile_sha256(self) -> str:
+        return hashlib.sha256(self.profile_text.encode("utf-8")).hexdigest()
+
+    def profile(self) -> Profile:
+        """A fresh, editable parse of the template."""
+        return Profile.parse(self.profile_text, self.source_label)
+
+    @property
+    def source_label(self) -> str:
+        if self.kind == "ovpn":
+            return self.source
+        return f"{self.source}:{self.profile_entry}"
+
+
+def _safe_parts(name: str) -> tuple[str, ...] | None:
+    """Normalise an archive entry name; None for absolute paths, drive letters or ``..``."""
+    posix = name.replace("\\", "/")
+    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix):
+        return None
+    parts = tuple(p for p in PurePosixPath(posix).parts if p not in ("", "."))
+    if any(p == ".." for p in parts):
+        return None
+    return parts
+
+
+def _matches(parts: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
+    """``wanted`` at the top, or nested under exactly one top folder (a re-zipped download)."""
+    lowered = tuple(p.lower() for p in parts)
+    return lowered == wanted or (len(lowered) == len(wanted) + 1 and lowered[1:] == wanted)
+
+
+def _check_profile(text: str, label: str) -> None:
+    try:
+        profile = Profile.parse(text, label)
+    except ProfileError as exc:
+        raise PackageError(exc.message, exc.hint) from exc
+    for name in REQUIRED_BLOCKS:
+        if profile.block(name) is None:
+            if name in ("cert", "key"):
+                raise PackageError(
+                    f"{label}: no <{name}> block to fill",
+                    hint="this is not an Azure P2S certificate-authentication profile; download "
+                    "the package for a gateway that uses Azure certificate authentication",
+                )
+            raise PackageError(
+                f"{label}: missing <{name}> block",
+                hint="the profile is incomplete or was edited; download the VPN client package "
+                "from the gateway again",
+            )
+
+
+def parse_vpn_settings(data: bytes, label: str) -> VpnSettings:
+    """Parse VpnSettings.xml with expat, refusing any DTD or entity declaration."""
+    if len(data) > MAX_XML_BYTES:
+        raise PackageError(f"{label}: larger than {MAX_XML_BYTES} bytes", hint="not an Azure file")
+    parser = expat.ParserCreate()
+    stack: list[str] = []
+    values: dict[str, str] = {}
+
+    def refuse(*_: object) -> None:
+        raise PackageError(
+            f"{label}: contains a DTD or entity declaration",
+            hint="Azure never writes these; the package may have been tampered with",
+        )
+
+    def start(name: str, _attrs: dict[str, str]) -> None:
+        stack.append(name)
+
+    def end(_name: str) -> None:
+        stack.pop()
+
+    def chars(text: str) -> None:
+        if len(stack) == 2 and stack[0] == "VpnProfile":
+            values[stack[1]] = values.get(stack[1], "") + text
+
+    parser.StartDoctypeDeclHandler = refuse
+    parser.EntityDeclHandler = refuse
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = chars
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as exc:
+        raise PackageError(
+            f"{label}: not well-formed XML ({exc})", hint="download the package again"
+        ) from exc
+    routes = tuple(r.strip() for r in values.get("Routes", "").split(",") if r.strip())
+    server = values.get("VpnServer", "").strip() or None
+    vpn_type = values.get("VpnType", "").strip() or None
+    return VpnSettings(server=server, vpn_type=vpn_type, routes=routes)
+
+
+def _decode_profile(data: bytes, label: str) -> str:
+    try:
+        return normalize_text(data, label)
+    except ProfileError as exc:
+        raise PackageError(exc.message, exc.hint) from exc
+
+
+def _too_large(label: str, size: int) -> PackageError:
+    return PackageError(
+        f"{label}: profile is {size} bytes, over the {MAX_PROFILE_BYTES}-byte limit",
+        hint="an Azure vpnconfig.ovpn is a few KiB; check that this is the right file",
+    )
+
+
+def _load_zip(path: Path) -> AzurePackage:
+    label = str(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise PackageError(
+            f"{label}: not a zip file or the zip is corrupt",
+            hint="download the VPN client package from the Azure portal again",
+        ) from exc
+    with archive:
+        infos = archive.infolist()
+        declared = sum(info.file_size for info in infos)
+        if declared > MAX_ARCHIVE_BYTES:
+            raise PackageError(
+                f"{label}: declares {declared} uncompressed bytes, over the "
+                f"{MAX_ARCHIVE_BYTES}-byte limit",
+                hint="an Azure package is well under 10 MiB; this looks like a zip bomb",
+            )
+        usable: list[tuple[tuple[str, ...], zipfile.ZipInfo]] = []
+        for info in infos:
+            parts = _safe_parts(info.filename)
+            if parts and not info.is_dir():
+                usable.append((parts, info))
+        entries = tuple("/".join(p) for p, _ in usable)
+        profiles = [(p, i) for p, i in usable if _matches(p, PROFILE_PATH)]
+        if not profiles:
+            # an OpenVPN folder with a differently named .ovpn is still Azure's profile
+            profiles = [
+                (p, i)
+                for p, i in usable
+                if len(p) in (2, 3)
+                and p[-2].lower() == "openvpn"
+                and p[-1].lower().endswith(".ovpn")
+            ]
+        if not profiles:
+            tops = sorted({p[0] for p, _ in usable})
+            raise PackageError(
+                f"{label}: no OpenVPN/vpnconfig.ovpn in the package "
+                f"(it has: {', '.join(t + '/' for t in tops[:6]) or 'nothing usable'})",
+                hint=NO_OPENVPN_HINT,
+            )
+        if len(profiles) > 1:
+            names = ", ".join("/".join(p) for p, _ in profiles)
+            raise PackageError(
+                f"{label}: more than one OpenVPN profile ({names})",
+                hint="pass the extracted .ovpn you want instead of the zip",
+            )
+        parts, info = profiles[0]
+        entry = "/".join(parts)
+        if info.file_size > MAX_PROFILE_BYTES:
+            raise _too_large(f"{label}:{entry}", info.file_size)
+        try:
+            with archive.open(info) as handle:
+                data = handle.read(MAX_PROFILE_BYTES + 1)
+        except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
+            raise PackageError(
+                f"{label}:{entry}: cannot be read ({type(exc).__name__})",
+                hint="the zip is corrupt or encrypted; download the package again",
+            ) from exc
+        if len(data) > MAX_PROFILE_BYTES:
+            raise _too_large(f"{label}:{entry}", len(data))
+        settings = None
+        for sparts, sinfo in usable:
+            if _matches(sparts, SETTINGS_PATH) and len(sparts) == len(parts):
+                if sinfo.file_size > MAX_XML_BYTES:
+                    raise PackageError(
+                        f"{label}:{'/'.join(sparts)}: larger than {MAX_XML_BYTES} bytes",
+                        hint="not an Azure file",
+                    )
+                try:
+                    with archive.open(sinfo) as handle:
+                        raw = handle.read(MAX_XML_BYTES + 1)
+                except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
+                    raise PackageError(
+                        f"{label}:{'/'.join(sparts)}: cannot be read", hint="download again"
+                    ) from exc
+                settings = parse_vpn_settings(raw, f"{label}:{'/'.join(sparts)}")
+                break
+    text = _decode_profile(data, f"{label}:{entry}")
+    _check_profile(text, f"{label}:{entry}")
+    return AzurePackage(label, "zip", entry, text, settings, entries)
+
+
+def _find_in_folder(root: Path, wanted: tuple[str, ...]) -> Path | None:
+    """Case-insensitive lookup of ``wanted`` at the top of ``root`` or one folder down."""
+
+    def walk(base: Path, parts: tuple[str, ...]) -> Path | None:
+        current = base
+        for part in parts:
+            try:
+                match = next(
+                    (c for c in current.iterdir() if c.name.lower() == part and not c.is_symlink()),
+                    None,
+                )
+            except OSError:
+                return None
+            if match is None:
+                return None
+            current = match
+        return current if current.is_file() else None
+
+    found = walk(root, wanted)
+    if found:
+        return found
+    try:
+        subdirs = sorted(c for c in root.iterdir() if c.is_dir() and not c.is_symlink())
+    except OSError as exc:
+        raise PackageError(f"{root}: cannot list the folder ({exc.strerror})") from exc
+    for sub in subdirs:
+        found = walk(sub, wanted)
+        if found:
+            return found
+    return None
+
+
+def _read_file(path: Path, limit: int, label: str) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise _too_large(label, size)
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise PackageError(f"{label}: cannot be read ({exc.strerror})") from exc
+    if len(data) > limit:
+        raise _too_large(label, len(data))
+    return data
+
+
+def _load_folder(path: Path) -> AzurePackage:
+    profile_path = _find_in_folder(path, PROFILE_PATH)
+    if profile_path is None:
+        tops = sorted(c.name + "/" for c in path.iterdir() if c.is_dir())
+        raise PackageError(
+            f"{path}: no OpenVPN/vpnconfig.ovpn in the folder "
+            f"(it has: {', '.join(tops[:6]) or 'no folders'})",
+            hint=NO_OPENVPN_HINT,
+        )
+    label = str(profile_path)
+    text = _decode_profile(_read_file(profile_path, MAX_PROFILE_BYTES, label), label)
+    _check_profile(text, label)
+    settings = None
+    settings_path = _find_in_folder(profile_path.parent.parent, SETTINGS_PATH)
+    if settings_path is not None:
+        raw = _read_file(settings_path, MAX_XML_BYTES, str(settings_path))
+        settings = parse_vpn_settings(raw, str(settings_path))
+    entry = profile_path.relative_to(path).as_posix()
+    return AzurePackage(str(path), "folder", entry, text, settings)
+
+
+def load_package(path: Path) -> AzurePackage:
+    """Load the P2S package at ``path`` (zip, extracted folder or bare .ovpn) and check it."""
+    if not path.exists():
+        raise PackageError(
+            f"{path}: no such file or folder",
+            hint="pass the zip downloaded from the gateway's 'Point-to-site configuration' page",
+        )
+    if path.is_dir():
+        return _load_folder(path)
+    if path.suffix.lower() in (".ovpn", ".conf") and not zipfile.is_zipfile(path):
+        label = str(path)
+        text = _decode_profile(_read_file(path, MAX_PROFILE_BYTES, label), label)
+        _check_profile(text, label)
+        return AzurePackage(label, "ovpn", path.name, text)
+    return _load_zip(path)
