@@ -1,0 +1,86 @@
+"""`inspect`: what a package holds and what `generate` would do to it, per target."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from toolkit.credentials import CertificateSummary, load_certificates
+from toolkit.errors import CredentialsError, ToolkitError
+from toolkit.generate import default_display_name, gateway_id, preview_target
+from toolkit.inject import placeholder_dialect
+from toolkit.package import AzurePackage
+from toolkit.profile import Profile
+from toolkit.targets import TARGETS, TargetContext
+
+
+def _arg(profile: Profile, name: str, index: int = 0) -> str | None:
+    directive = profile.first(name)
+    if directive is None or len(directive.args) <= index:
+        return None
+    return str(directive.args[index])
+
+
+def inspect_package(package: AzurePackage, name: str = "user") -> dict[str, Any]:
+    """A JSON-able description; never includes the tls-auth key or any other secret."""
+    profile = package.profile()
+    remote = profile.first("remote")
+    ca_info: dict[str, Any] | None = None
+    ca_block = profile.block("ca")
+    if ca_block is not None:
+        try:
+            certs = load_certificates(ca_block.content.encode("ascii", "replace"), "<ca>")
+            ca_info = {
+                "subject": CertificateSummary.of(certs[0]).subject,
+                "not_after": certs[0].not_valid_after_utc.isoformat(),
+                "fingerprint_sha256": CertificateSummary.of(certs[0]).fingerprint_sha256,
+                "certificates": len(certs),
+            }
+        except CredentialsError:
+            ca_info = {"error": "the <ca> block holds no readable certificate"}
+    ctx = TargetContext(
+        name=name,
+        display_name=default_display_name(name, package),
+        gateway_id=gateway_id(profile),
+    )
+    targets: dict[str, Any] = {}
+    for target_name, target in TARGETS.items():
+        try:
+            _, edits, warnings = preview_target(package, target, ctx)
+            targets[target_name] = {
+                "ok": True,
+                "edits": [e.to_json() for e in edits],
+                "warnings": [w.to_json() for w in warnings],
+            }
+        except ToolkitError as exc:
+            targets[target_name] = {"ok": False, "error": str(exc)}
+    settings = package.vpn_settings
+    return {
+        "source": package.source,
+        "kind": package.kind,
+        "profile_entry": package.profile_entry,
+        "profile_sha256": package.profile_sha256,
+        "gateway": {
+            "host": str(remote.args[0]) if remote and remote.args else None,
+            "port": str(remote.args[1])
+            if remote and len(remote.args) > 1
+            else _arg(profile, "port"),
+            "proto": _arg(profile, "proto"),
+            "verify_x509_name": _arg(profile, "verify-x509-name"),
+            "cipher": _arg(profile, "cipher"),
+            "data_ciphers": _arg(profile, "data-ciphers"),
+            "auth": _arg(profile, "auth"),
+            "tls_version_min": _arg(profile, "tls-version-min"),
+            "key_direction": _arg(profile, "key-direction"),
+        },
+        "ca": ca_info,
+        "tls_auth_present": profile.block("tls-auth") is not None,
+        "placeholder_dialect": placeholder_dialect(profile),
+        "vpn_settings": None
+        if settings is None
+        else {
+            "server": settings.server,
+            "vpn_type": settings.vpn_type,
+            "routes": list(settings.routes),
+        },
+        "targets": targets,
+    }

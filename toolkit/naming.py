@@ -1,0 +1,93 @@
+"""Names that become files, bundles and identifiers: checked, derived, never escaping OUTPUT."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import unicodedata
+
+from toolkit.errors import UsageError
+
+MAX_NAME = 64
+MAX_DISPLAY_NAME = 100
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")
+# Tunnelblick's forbidden characters (path components of a .tblk)
+TUNNELBLICK_FORBIDDEN = set("\\!#&;:~|?'\"<>^[]{}$%*/")
+_WINDOWS_RESERVED = {
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    *(f"com{i}" for i in range(10)),
+    *(f"lpt{i}" for i in range(10)),
+}
+NAME_HINT = (
+    "use 1-64 letters, digits, '.', '_', '-', '@' or '+', starting with a letter or digit "
+    "(e.g. alice or alice@contoso.com)"
+)
+
+
+def check_name(name: str, what: str = "--name") -> str:
+    """``name`` unchanged if it is a safe file and .tblk bundle name, else a UsageError."""
+    problem = None
+    if not name:
+        problem = "is empty"
+    elif len(name) > MAX_NAME:
+        problem = f"is longer than {MAX_NAME} characters"
+    elif any(c in TUNNELBLICK_FORBIDDEN for c in name) or any(
+        unicodedata.category(c).startswith("C") for c in name
+    ):
+        bad = next(
+            c for c in name if c in TUNNELBLICK_FORBIDDEN or unicodedata.category(c).startswith("C")
+        )
+        problem = f"contains {bad!r}, which is not allowed in file or Tunnelblick names"
+    elif ".." in name or name.endswith("."):
+        problem = "contains '..' or ends with '.'"
+    elif not _NAME.match(name):
+        problem = "has characters other than letters, digits, '.', '_', '-', '@', '+'"
+    elif name.split(".")[0].lower() in _WINDOWS_RESERVED:
+        problem = "is a reserved device name on Windows"
+    if problem:
+        raise UsageError(f"{what} {name!r} {problem}", hint=NAME_HINT)
+    return name
+
+
+def sanitize_name(text: str) -> str:
+    """A safe name derived from free text such as a certificate CN (may still need checking)."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    cleaned = re.sub(r"[^A-Za-z0-9._@+-]+", "-", ascii_text).strip(".-_")
+    cleaned = re.sub(r"\.{2,}", ".", cleaned)[:MAX_NAME].rstrip(".-")
+    return cleaned or "user"
+
+
+def fold(name: str) -> str:
+    """The form two names collide in (case-insensitive file systems, sanitising)."""
+    return sanitize_name(name).casefold()
+
+
+def check_display_name(text: str) -> str:
+    if not text.strip():
+        raise UsageError("--display-name is empty", hint="give a human-readable profile name")
+    if len(text) > MAX_DISPLAY_NAME or any(unicodedata.category(c).startswith("C") for c in text):
+        raise UsageError(
+            f"--display-name {text[:40]!r} is too long or holds control characters",
+            hint=f"use one line of at most {MAX_DISPLAY_NAME} characters",
+        )
+    return text
+
+
+def bundle_identifier(gateway_id: str, name: str) -> str:
+    """CFBundleIdentifier stable per gateway and user (only ``A-Z a-z 0-9 . -``)."""
+
+    def slug(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")[:40] or "x"
+
+    digest = hashlib.sha256(f"{gateway_id}\0{name}".encode()).hexdigest()[:8]
+    return f"net.ovpn-toolkit.{slug(gateway_id)}.{slug(name)}-{digest}"
+
+
+def bundle_version(issued: dt.datetime) -> str:
+    """CFBundleVersion from the certificate's not-before: a newer certificate is a newer version,
+    the same inputs always give the same version (idempotent re-runs)."""
+    return issued.astimezone(dt.UTC).strftime("%Y%m%d.%H%M%S")

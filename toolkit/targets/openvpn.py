@@ -1,0 +1,37 @@
+"""Plain OpenVPN 2.x (Linux, Windows): Azure's profile with credentials, nothing else changed."""
+
+from __future__ import annotations
+
+from toolkit.findings import Edit, Finding
+from toolkit.profile import Comment, Directive, Profile
+from toolkit.targets.base import PlannedFile, Target, TargetContext
+
+
+class OpenVPNTarget(Target):
+    name = "openvpn"
+    title = "OpenVPN 2.x (Linux, Windows)"
+
+    def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
+        if not ctx.disable_dco or profile.first("disable-dco") is not None:
+            return [], []
+        reason = "requested with --disable-dco (OpenVPN 2.6 on Windows, per Microsoft)"
+        commented = next(
+            (c for c in profile.comments() if c.raw.strip().lstrip("#; ") == "disable-dco"),
+            None,
+        )
+        if isinstance(commented, Comment):
+            profile.replace(commented, Directive(commented.line, "disable-dco", [], "disable-dco"))
+            return [Edit(commented.line, "disable-dco", "changed", "uncommented: " + reason)], []
+        anchor = profile.first("client")
+        new = Directive.new("disable-dco")
+        if anchor is not None:
+            profile.insert_after(anchor, new)
+        else:
+            profile.items.insert(0, new)
+        return [Edit(0, "disable-dco", "added", reason)], []
+
+    def render(self, profile: Profile, ctx: TargetContext) -> list[PlannedFile]:
+        return [PlannedFile(f"{self.name}/{ctx.name}.ovpn", profile.to_bytes())]
+
+    def lint(self, profile: Profile) -> list[Finding]:
+        return []

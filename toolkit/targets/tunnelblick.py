@@ -1,0 +1,160 @@
+"""Tunnelblick on macOS: a ``.tblk`` bundle (config.ovpn + Info.plist) and a zip to mail."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+from toolkit.errors import ProfileError
+from toolkit.findings import Edit, Finding
+from toolkit.naming import TUNNELBLICK_FORBIDDEN, bundle_identifier
+from toolkit.options import TUNNELBLICK_UNSAFE, tunnelblick_refusal_reason
+from toolkit.profile import Profile
+from toolkit.targets.base import (
+    PlannedFile,
+    Target,
+    TargetContext,
+    file_references,
+    lint_directives,
+    remove_directives,
+)
+from toolkit.templating import render
+
+MAX_FILE_BYTES = 10 * 1024 * 1024
+ZIP_DATE = (2000, 1, 1, 0, 0, 0)  # fixed: the same inputs give the same zip
+
+
+def _config_problems(data: bytes) -> list[str]:
+    problems = []
+    if len(data) > MAX_FILE_BYTES:
+        problems.append(f"config is {len(data)} bytes, over Tunnelblick's 10 MiB limit")
+    if b"\x00" in data:
+        problems.append("config contains NUL bytes")
+    if data.lstrip().startswith(b"{"):
+        problems.append("config starts with '{' (Tunnelblick takes it for a .plist)")
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if line.rstrip(b"\r").endswith(b"\\"):
+            problems.append(f"line {number} ends in a backslash, which Tunnelblick refuses")
+    return problems
+
+
+def _zip(entries: list[tuple[str, bytes | None]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries:
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+            info.create_system = 3  # unix, so the modes below are honoured
+            if data is None:
+                info.external_attr = (0o40700 << 16) | 0x10
+                archive.writestr(info, b"")
+            else:
+                info.external_attr = 0o100600 << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+class TunnelblickTarget(Target):
+    name = "tunnelblick"
+    title = "Tunnelblick (macOS)"
+
+    def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
+        refs = file_references(profile)
+        if refs:
+            d = refs[0]
+            raise ProfileError(
+                f"{profile.source} line {d.line}: '{d.name}' names a file; a Tunnelblick "
+                "bundle carries everything inline",
+                hint=f"put the file's content in a <{d.name}> block instead",
+            )
+        warnings: list[Finding] = []
+        edits = remove_directives(profile, tunnelblick_refusal_reason)
+        for directive in list(profile.directives("disable-dco")):
+            profile.remove(directive)
+            edits.append(
+                Edit(
+                    directive.line,
+                    "disable-dco",
+                    "removed",
+                    "macOS has no DCO, OpenVPN 2.5 in Tunnelblick rejects it, and it is not on "
+                    "Tunnelblick's safe list",
+                )
+            )
+            warnings.append(
+                Finding(
+                    "warning",
+                    "disable-dco-removed",
+                    f"line {directive.line}: active 'disable-dco' removed for Tunnelblick",
+                    line=directive.line,
+                )
+            )
+        for directive in profile.directives():
+            if directive.name in TUNNELBLICK_UNSAFE:
+                warnings.append(
+                    Finding(
+                        "warning",
+                        "tunnelblick-unsafe",
+                        f"line {directive.line}: '{directive.name}' is not on Tunnelblick's safe "
+                        "list: installing shows 'might TAKE COMPLETE CONTROL' warnings",
+                        hint="remove it from the package's profile if the users do not need it",
+                        line=directive.line,
+                    )
+                )
+        return edits, warnings
+
+    def render(self, profile: Profile, ctx: TargetContext) -> list[PlannedFile]:
+        bad = set(ctx.name) & TUNNELBLICK_FORBIDDEN
+        if bad or ctx.name.startswith(".") or ".." in ctx.name:
+            raise ProfileError(f"name {ctx.name!r} is not allowed in a Tunnelblick bundle")
+        config = profile.to_bytes()
+        problems = _config_problems(config)
+        if problems:
+            raise ProfileError(f"{profile.source}: {problems[0]}", hint="fix the package profile")
+        plist = render(
+            "tunnelblick/Info.plist.j2",
+            bundle_identifier=bundle_identifier(ctx.gateway_id, ctx.name),
+            bundle_version=ctx.bundle_version,
+        ).encode("utf-8")
+        bundle = f"{ctx.name}.tblk"
+        zipped = _zip(
+            [
+                (f"{bundle}/", None),
+                (f"{bundle}/Contents/", None),
+                (f"{bundle}/Contents/Info.plist", plist),
+                (f"{bundle}/Contents/Resources/", None),
+                (f"{bundle}/Contents/Resources/config.ovpn", config),
+            ]
+        )
+        folder = self.name
+        return [
+            PlannedFile(f"{folder}/{bundle}/Contents/Resources/config.ovpn", config),
+            PlannedFile(f"{folder}/{bundle}/Contents/Info.plist", plist),
+            PlannedFile(f"{folder}/{bundle}.zip", zipped),
+        ]
+
+    def lint(self, profile: Profile) -> list[Finding]:
+        findings = lint_directives(profile, tunnelblick_refusal_reason)
+        findings += [
+            Finding(
+                "error",
+                "file-reference",
+                f"line {d.line}: '{d.name}' names a file; use an inline <{d.name}> block",
+                line=d.line,
+            )
+            for d in file_references(profile)
+        ]
+        findings += [
+            Finding(
+                "warning",
+                "disable-dco",
+                f"line {d.line}: 'disable-dco' is not on "
+                "Tunnelblick's safe list and OpenVPN 2.5 rejects it",
+                line=d.line,
+            )
+            for d in profile.directives("disable-dco")
+        ]
+        findings += [
+            Finding("error", "tunnelblick-config", problem)
+            for problem in _config_problems(profile.to_bytes())
+        ]
+        return findings

@@ -1,0 +1,48 @@
+"""The one jinja2 environment: our own templates only, StrictUndefined, autoescaped.
+
+Azure's or a user's text is only ever passed in as *values*, never rendered as a template.
+Rendering errors are re-raised without the template context (it could hold secrets).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from toolkit.errors import ToolkitError
+
+
+def templates_dir() -> Path:
+    """Inside the wheel: ``toolkit/templates``; in a checkout: the top-level ``templates/``."""
+    packaged = Path(__file__).parent / "templates"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).parent.parent / "templates"
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        autoescape=True,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render(name: str, **context: Any) -> str:
+    try:
+        return environment().get_template(name).render(**context)
+    except jinja2.TemplateNotFound:
+        raise ToolkitError(
+            f"template {name} is missing from the installation",
+            hint="reinstall ovpn-toolkit",
+        ) from None
+    except jinja2.UndefinedError as exc:
+        # the message names only the missing variable, never the context's values
+        raise ToolkitError(f"template {name}: {exc.message}") from None
