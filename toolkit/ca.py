@@ -73,11 +73,11 @@ PKCS12_LEGACY_ROUNDS = 2_048
 RG_PLACEHOLDER = "<resource-group>"
 GATEWAY_PLACEHOLDER = "<gateway>"
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._@-]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 _THUMBPRINT_RE = re.compile(r"^[0-9A-F]{40}$")
 NAME_HINT = (
-    "use 1-64 letters, digits, '.', '_', '-' or '@', starting with a letter, digit or '_' "
+    "use 1-64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit "
     "(e.g. alice or alice@contoso.com)"
 )
 
@@ -90,8 +90,8 @@ def check_cert_name(name: str) -> str:
         problem = "is empty"
     elif len(name) > MAX_NAME:
         problem = f"is longer than {MAX_NAME} characters"
-    elif name.startswith("."):
-        problem = "starts with a dot"
+    elif not name[0].isascii() or not name[0].isalnum():
+        problem = f"starts with {name[0]!r}"
     elif not _NAME_RE.match(name):
         bad = next((c for c in name if not re.match(r"[A-Za-z0-9._@-]", c)), name[0])
         problem = f"contains {bad!r}"
