@@ -7,6 +7,7 @@ passphrases or template context into a message or a hint.
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 
 class ExitCode(enum.IntEnum):
@@ -51,7 +52,21 @@ class CredentialsError(ToolkitError):
 
 
 class UserListError(ToolkitError):
-    """The batch YAML user list is invalid."""
+    """The batch YAML user list is invalid; ``details`` holds one line per problem."""
+
+    def __init__(self, message: str, hint: str | None = None, details: list[str] | None = None):
+        super().__init__(message, hint)
+        self.details = details or []
+
+    @classmethod
+    def from_problems(cls, source: str, problems: list[Any]) -> UserListError:
+        lines = [p.render(source) for p in problems]
+        count = len(lines)
+        return cls(
+            f"{source}: {count} problem{'s' if count > 1 else ''} in the user list",
+            hint="fix them all, then run again; nothing was written",
+            details=lines,
+        )
 
 
 class CAError(ToolkitError):
