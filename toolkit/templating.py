@@ -35,14 +35,14 @@ def environment() -> jinja2.Environment:
     )
 
 
-def render(name: str, **context: Any) -> str:
+def render(template: str, **context: Any) -> str:
     try:
-        return environment().get_template(name).render(**context)
+        return environment().get_template(template).render(**context)
     except jinja2.TemplateNotFound:
         raise ToolkitError(
-            f"template {name} is missing from the installation",
+            f"template {template} is missing from the installation",
             hint="reinstall ovpn-toolkit",
         ) from None
     except jinja2.UndefinedError as exc:
         # the message names only the missing variable, never the context's values
-        raise ToolkitError(f"template {name}: {exc.message}") from None
+        raise ToolkitError(f"template {template}: {exc.message}") from None

@@ -17,10 +17,10 @@ import yaml
 
 from toolkit.errors import UsageError, UserListError
 from toolkit.naming import check_display_name, check_name, fold
-from toolkit.pki import KEY_TYPES
 from toolkit.targets import DEFAULT_TARGETS, TARGETS
 
 MAX_BYTES = 5 * 1024 * 1024
+KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096")  # what the CA issues
 MAX_USERS = 100_000
 LITERAL_SECRET_KEYS = frozenset(
     {
