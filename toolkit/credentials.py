@@ -136,7 +136,9 @@ def _read(path: Path, what: str) -> bytes:
     except FileNotFoundError as exc:
         raise CredentialsError(f"{path}: {what} file not found", hint="check the path") from exc
     except IsADirectoryError as exc:
-        raise CredentialsError(f"{path}: is a folder, not a {what} file") from exc
+        raise CredentialsError(
+            f"{path}: is a folder, not a {what} file", hint=f"pass the {what} file itself"
+        ) from exc
     except OSError as exc:
         raise CredentialsError(
             f"{path}: cannot read the {what} file ({exc.strerror})",
@@ -292,7 +294,7 @@ def load_pfx_credentials(
                 f"{label}: the PKCS#12 uses an unsupported encryption",
                 hint="export it again from Windows with 'TripleDES-SHA1' or 'AES256-SHA256'",
             ) from exc
-    if loaded is None and password is None:
+    if loaded is None and password is None and _looks_like_pkcs12(data):
         prompted = passphrase.resolve(label)
         if prompted is None:
             raise CredentialsError(

@@ -49,11 +49,14 @@ class PassphraseSource:
             value = os.environ.get(self.env)
             if value is None:
                 raise CredentialsError(
-                    f"environment variable {self.env} is not set",
+                    f"{what}: environment variable {self.env} is not set",
                     hint=f"export {self.env} before running, or use --passphrase-file",
                 )
             if not value:
-                raise CredentialsError(f"environment variable {self.env} is empty")
+                raise CredentialsError(
+                    f"{what}: environment variable {self.env} is empty",
+                    hint=f"put the passphrase in {self.env}, or use --passphrase-file",
+                )
             return value.encode("utf-8")
         if self.file:
             try:
@@ -66,7 +69,10 @@ class PassphraseSource:
             value_bytes = raw[:-1] if raw.endswith(b"\n") else raw
             value_bytes = value_bytes[:-1] if value_bytes.endswith(b"\r") else value_bytes
             if not value_bytes:
-                raise CredentialsError(f"{self.file}: the passphrase file is empty")
+                raise CredentialsError(
+                    f"{self.file}: the passphrase file is empty",
+                    hint="write the passphrase on its first line",
+                )
             return value_bytes
         if self.prompt is not None and ask:
             return self.prompt(f"Passphrase for {what}").encode("utf-8")
