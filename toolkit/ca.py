@@ -533,7 +533,7 @@ def _same_name(entry: LedgerEntry, name: str) -> bool:
 
 def _current(entries: Sequence[LedgerEntry], name: str, now: dt.datetime) -> LedgerEntry | None:
     live = [e for e in entries if _same_name(e, name) and e.state(now, warn_days=0) == "valid"]
-    return max(live, key=lambda e: e.not_before, default=None)
+    return live[-1] if live else None  # the ledger is in issue order
 
 
 def _active(entries: Sequence[LedgerEntry], name: str) -> list[LedgerEntry]:
@@ -611,8 +611,8 @@ def _select_for_revoke(
         )
     active = [e for e in named if e.status == "valid"]
     if active:
-        return max(active, key=lambda e: e.not_before)
-    latest = max(named, key=lambda e: e.not_before)
+        return active[-1]
+    latest = named[-1]
     if latest.status == "revoked":
         return latest
     raise CAError(
@@ -1088,7 +1088,7 @@ class CertificateAuthority:
                 if known
                 else "use `ca issue` to issue a first certificate",
             )
-        return max(active, key=lambda e: e.not_before)
+        return active[-1]
 
     def _sign_and_record(
         self,
