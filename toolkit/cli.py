@@ -31,6 +31,7 @@ from toolkit.generate import UserPlan, UserRequest, plan_user
 from toolkit.inspect import inspect_package
 from toolkit.naming import sanitize_name
 from toolkit.package import load_package
+from toolkit.passphrase import PassphraseSource
 from toolkit.profile import Profile
 from toolkit.targets import DEFAULT_TARGETS, TARGETS
 from toolkit.writer import check_writable, write_plans
@@ -218,6 +219,23 @@ def generate(
         int,
         typer.Option("--warn-days", help="Warn when the certificate expires within DAYS.", min=0),
     ] = 30,
+    key_passphrase_env: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--key-passphrase-env",
+            help="Encrypt the key inside the profiles (PKCS#8, AES-256) with the passphrase in "
+            "this environment variable; the user types it when connecting.",
+            show_default=False,
+        ),
+    ] = None,
+    key_passphrase_file: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--key-passphrase-file",
+            help="Like --key-passphrase-env, reading the passphrase from a file.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write one user's profiles: validate the package and credentials first, then write."""
     if disable_dco and target and "openvpn" not in target:
@@ -228,6 +246,11 @@ def generate(
     azure = load_package(package)
     creds = load_credentials(cert=cert, key=key, pfx=pfx, chain=chain or [], passphrase=source)
     roots = load_roots(root_cert or [])
+    key_passphrase = None
+    if key_passphrase_env or key_passphrase_file:
+        key_passphrase = PassphraseSource(key_passphrase_env, key_passphrase_file).resolve(
+            "the profile key", ask=False
+        )
     user = name or sanitize_name(
         creds.summary.common_name or creds.certificate.subject.rfc4514_string()
     )
@@ -241,6 +264,7 @@ def generate(
             disable_dco=disable_dco,
             replace_credentials=replace_credentials,
             warn_days=warn_days,
+            key_passphrase=key_passphrase,
         ),
         roots=roots,
     )

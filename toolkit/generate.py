@@ -40,6 +40,7 @@ class UserRequest:
     disable_dco: bool = False
     replace_credentials: bool = False
     warn_days: int = 30
+    key_passphrase: bytes | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -136,7 +137,10 @@ def plan_user(
     raise_for_errors(findings)
     warnings = list(findings)
     root = chains_to(creds.certificate, creds.chain, roots) if roots else None
-    pem = CredentialPem(creds.cert_pem, creds.key_pem, creds.chain, root)
+    key_pem = (
+        creds.protected_key_pem(request.key_passphrase) if request.key_passphrase else creds.key_pem
+    )
+    pem = CredentialPem(creds.cert_pem, key_pem, creds.chain, root)
     template = package.profile()
     ctx = TargetContext(
         name=name,

@@ -112,7 +112,13 @@ def fill_credentials(
         contents += " + root"
     edits = [
         Edit(cert_block.line, "<cert>", "filled", f"{what} replaced with the {contents} (PEM)"),
-        Edit(key_block.line, "<key>", "filled", "placeholder replaced with the private key (PEM)"),
+        Edit(
+            key_block.line,
+            "<key>",
+            "filled",
+            "placeholder replaced with the private key (PEM"
+            + (", encrypted PKCS#8 AES-256)" if b"ENCRYPTED" in creds.key_pem else ")"),
+        ),
     ]
     leftover = find_placeholders(profile)
     if leftover:

@@ -98,3 +98,53 @@ def test_certificate_from_another_root_is_refused(
     assert "VERIFY ERROR" in result.server_log or "TLS Error" in result.server_log, (
         result.describe()
     )
+
+
+def test_profile_with_passphrase_protected_key_connects(
+    tmp_path: Path,
+    sample_gateway: SampleGateway,
+    p2s_root: pki.IssuedCertificate,
+    p2s_client: pki.IssuedCertificate,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--key-passphrase-env: the <key> is encrypted PKCS#8; OpenVPN asks for the passphrase."""
+    package = tmp_path / "VNet1GW.zip"
+    package.write_bytes(sample_gateway.zip_bytes())
+    cert, key = tmp_path / "alice.pem", tmp_path / "alice.key"
+    cert.write_bytes(p2s_client.cert_pem)
+    key.write_bytes(p2s_client.key_pem())
+    monkeypatch.setenv("ALICE_PROFILE_PASS", "correct horse battery")
+    out = tmp_path / "profiles"
+    result = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            str(package),
+            "--cert",
+            str(cert),
+            "--key",
+            str(key),
+            "--name",
+            "alice",
+            "--target",
+            "tunnelblick",
+            "--output",
+            str(out),
+            "--key-passphrase-env",
+            "ALICE_PROFILE_PASS",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    profile = out / "alice/tunnelblick/alice.tblk/Contents/Resources/config.ovpn"
+    assert "BEGIN ENCRYPTED PRIVATE KEY" in profile.read_text()
+    askpass = tmp_path / "askpass"
+    askpass.write_text("correct horse battery\n")
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not it\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with azure_like_gateway(tmp_path, sample_gateway, [p2s_root.cert_pem]) as gw:
+        good = gw.connect(profile, cwd=run_dir, askpass=askpass)
+        bad = gw.connect(profile, cwd=run_dir, askpass=wrong, timeout=15)
+    assert good.connected and good.ping_ok, good.describe()
+    assert not bad.connected, bad.describe()
