@@ -82,7 +82,7 @@ def tokenize(line: str) -> list[str]:
 
 def quote_arg(arg: str) -> str:
     """Render one argument so :func:`tokenize` gives it back; bare when that is safe."""
-    if arg and _SAFE_ARG.match(arg):
+    if arg and _SAFE_ARG.fullmatch(arg):
         return arg
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
