@@ -224,6 +224,11 @@ def process_user(task: UserTask) -> UserOutcome:
             carried.issued = issued
             return carried
         creds = load_credentials(cert=cert, key=key, pfx=pfx, chain=user.chain, passphrase=source)
+        key_passphrase = None
+        if user.key_passphrase_env or user.key_passphrase_file:
+            key_passphrase = PassphraseSource(
+                user.key_passphrase_env, user.key_passphrase_file
+            ).resolve("the profile key", ask=False)
         plan = plan_user(
             package,
             creds,
@@ -233,6 +238,7 @@ def process_user(task: UserTask) -> UserOutcome:
                 targets=user.targets,
                 disable_dco=user.disable_dco,
                 warn_days=settings.warn_days,
+                key_passphrase=key_passphrase,
             ),
             roots=load_roots(list(settings.roots)),
         )

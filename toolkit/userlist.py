@@ -71,6 +71,11 @@ USER_KEYS: dict[str, tuple[str, str]] = {
     "days": ("int", "Validity when issued from the CA."),
     "key_type": ("key_type", "Key type when issued from the CA."),
     "disable_dco": ("bool", "Add disable-dco to the openvpn target (Windows OpenVPN 2.6)."),
+    "key_passphrase_env": (
+        "str",
+        "Encrypt the key inside the profiles with the passphrase in this environment variable.",
+    ),
+    "key_passphrase_file": ("path", "Like key_passphrase_env, reading the passphrase from a file."),
 }
 
 
@@ -109,6 +114,8 @@ class UserEntry:
     days: int = 365
     key_type: str = "rsa2048"
     disable_dco: bool = False
+    key_passphrase_env: str | None = None
+    key_passphrase_file: Path | None = None
 
     @property
     def issued_from_ca(self) -> bool:
@@ -455,6 +462,8 @@ def _user(
         )
     if "passphrase_env" in fields and "passphrase_file" in fields:
         v.problem(node, f"user '{name}': give passphrase_env or passphrase_file, not both")
+    if "key_passphrase_env" in fields and "key_passphrase_file" in fields:
+        v.problem(node, f"user '{name}': give key_passphrase_env or key_passphrase_file, not both")
     values.setdefault("targets", targets)
     values.setdefault("days", days)
     values.setdefault("key_type", key_type)
