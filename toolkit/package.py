@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -212,7 +213,14 @@ def _load_zip(path: Path) -> AzurePackage:
         try:
             with archive.open(info) as handle:
                 data = handle.read(MAX_PROFILE_BYTES + 1)
-        except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
+        except (
+            zipfile.BadZipFile,
+            zlib.error,
+            EOFError,
+            OSError,
+            NotImplementedError,
+            RuntimeError,
+        ) as exc:
             raise PackageError(
                 f"{label}:{entry}: cannot be read ({type(exc).__name__})",
                 hint="the zip is corrupt or encrypted; download the package again",
@@ -230,7 +238,7 @@ def _load_zip(path: Path) -> AzurePackage:
                 try:
                     with archive.open(sinfo) as handle:
                         raw = handle.read(MAX_XML_BYTES + 1)
-                except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
+                except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as exc:
                     raise PackageError(
                         f"{label}:{'/'.join(sparts)}: cannot be read", hint="download again"
                     ) from exc
