@@ -42,9 +42,10 @@ def check_profile(
     passphrase: PassphraseSource | None = None,
     warn_days: int = 30,
     now: dt.datetime | None = None,
+    extra: list[Finding] | None = None,
 ) -> CheckResult:
     (chosen,) = get_targets([target])
-    findings: list[Finding] = []
+    findings: list[Finding] = list(extra or [])
     for line, token in find_placeholders(profile):
         findings.append(
             Finding(

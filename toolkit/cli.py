@@ -34,6 +34,7 @@ from toolkit.package import load_package
 from toolkit.passphrase import PassphraseSource
 from toolkit.profile import Profile
 from toolkit.targets import DEFAULT_TARGETS, TARGETS
+from toolkit.tblk import check_bundle, read_bundle
 from toolkit.writer import check_writable, write_plans
 
 SCHEMA_VERSION = 1
@@ -342,7 +343,11 @@ def inspect(
 @guard
 def check(
     profile_path: Annotated[
-        Path, typer.Argument(metavar="PROFILE", help="A finished .ovpn profile.")
+        Path,
+        typer.Argument(
+            metavar="PROFILE",
+            help="A finished .ovpn profile, or a Tunnelblick .tblk folder or .tblk.zip.",
+        ),
     ],
     target: Annotated[str, typer.Option("--target", "-t", help=f"One of: {', '.join(TARGETS)}.")],
     passphrase_env: PassEnvOpt = None,
@@ -354,18 +359,30 @@ def check(
     json_output: JsonOpt = False,
 ) -> None:
     """Lint a finished profile for a client. Exit 0 when clean, 5 with errors."""
-    try:
-        data = profile_path.read_bytes()
-    except OSError as exc:
-        raise ProfileError(
-            f"{profile_path}: cannot read ({exc.strerror})", hint="check the path"
-        ) from exc
+    bundle_findings: list[Finding] = []
+    if profile_path.is_dir() or profile_path.suffix.lower() == ".zip":
+        if target != "tunnelblick":
+            raise UsageError(
+                f"{profile_path}: a .tblk bundle is checked with --target tunnelblick",
+                hint="pass --target tunnelblick, or the .ovpn file for other targets",
+            )
+        bundle = read_bundle(profile_path)
+        bundle_findings = check_bundle(bundle)
+        data = bundle.config or b""
+    else:
+        try:
+            data = profile_path.read_bytes()
+        except OSError as exc:
+            raise ProfileError(
+                f"{profile_path}: cannot read ({exc.strerror})", hint="check the path"
+            ) from exc
     profile = Profile.parse(data, str(profile_path))
     result = check_profile(
         profile,
         target,
         passphrase=passphrase_source(passphrase_env, passphrase_file),
         warn_days=warn_days,
+        extra=bundle_findings,
     )
     if json_output:
         print_json(
