@@ -57,11 +57,18 @@ def alice_legacy(authority: ca.CertificateAuthority) -> ca.IssueResult:
     return authority.issue("alice-legacy", pfx_password=PFX_PASS, pfx_legacy=True)
 
 
-@pytest.fixture
-def fresh_ca(tmp_path: Path) -> ca.CertificateAuthority:
-    """A CA of its own (unencrypted key) for tests that need an empty ledger."""
-    directory = tmp_path / "pki"
+@pytest.fixture(scope="session")
+def fresh_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("template") / "pki"
     ca.init_ca(directory, "Fresh Root", passphrase=None)
+    return directory
+
+
+@pytest.fixture
+def fresh_ca(fresh_template: Path, tmp_path: Path) -> ca.CertificateAuthority:
+    """A CA of its own (unencrypted key, empty ledger): a copy, RSA generation is slow."""
+    directory = tmp_path / "pki"
+    shutil.copytree(fresh_template, directory)
     return ca.open_ca(directory)
 
 
