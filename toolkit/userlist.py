@@ -306,14 +306,19 @@ def _load_document(source: Path) -> yaml.Node:
     return node
 
 
+# the only tags a node may carry: what YAML resolves plain scalars, lists and mappings to
+# ('!!python/object/apply:...' is also under tag:yaml.org,2002:, so a prefix test is not enough)
+PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{kind}" for kind in ("str", "int", "float", "bool", "null", "seq", "map")
+)
+
+
 def _refuse_tags(node: yaml.Node, source: Path) -> None:
     """Only the plain YAML types; '!!python/...' or custom tags never build anything."""
     stack = [node]
     while stack:
         current = stack.pop()
-        if not current.tag.startswith("tag:yaml.org,2002:") or current.tag.endswith(
-            ("python/object", "binary", "set", "omap", "pairs", "timestamp")
-        ):
+        if current.tag not in PLAIN_TAGS:
             line, column = _mark(current)
             raise UserListError(
                 f"{source}:{line}:{column}: tag '{current.tag}' is not allowed",
