@@ -153,7 +153,8 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
 class _Validator:
     def __init__(self, source: Path) -> None:
         self.source = source
-        self.base = source.parent
+        # absolute: the same file gives the same paths from any cwd (idempotent re-runs)
+        self.base = source.absolute().parent
         self.problems: list[Problem] = []
 
     def problem(self, node: yaml.Node, message: str, hint: str | None = None) -> None:
