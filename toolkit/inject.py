@@ -131,15 +131,17 @@ def fill_credentials(
 
 
 def find_placeholders(profile: Profile) -> list[tuple[int, str]]:
-    """``(line, token)`` for every ``$PLACEHOLDER`` outside comments in the profile."""
+    """``(line, token)`` for every ``$PLACEHOLDER`` outside comments in the profile.
+
+    Lines are those of the parsed input (items keep them through edits; 0 for added items),
+    so an error points at the line the admin sees in Azure's file."""
     found: list[tuple[int, str]] = []
-    lineno = 0
-    for raw in profile.serialize().split("\n"):
-        lineno += 1
-        stripped = raw.strip()
-        if stripped.startswith(("#", ";")):
-            continue
-        match = PLACEHOLDER.search(raw)
-        if match:
-            found.append((lineno, match.group(0)))
+    for item in profile.items:
+        for offset, raw in enumerate(item.raw_lines):
+            stripped = raw.strip()
+            if stripped.startswith(("#", ";")):
+                continue
+            match = PLACEHOLDER.search(raw)
+            if match:
+                found.append((item.line + offset if item.line else 0, match.group(0)))
     return found
