@@ -8,6 +8,7 @@ The JSON Schema published by ``ovpn-toolkit schema`` is generated from the same 
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,8 +154,9 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
 class _Validator:
     def __init__(self, source: Path) -> None:
         self.source = source
-        # absolute: the same file gives the same paths from any cwd (idempotent re-runs)
-        self.base = source.absolute().parent
+        # absolute and normalised: the same file gives the same paths from any cwd and however
+        # it was spelled (idempotent re-runs); abspath keeps a symlinked file's own folder
+        self.base = Path(os.path.abspath(source)).parent
         self.problems: list[Problem] = []
 
     def problem(self, node: yaml.Node, message: str, hint: str | None = None) -> None:
