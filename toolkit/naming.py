@@ -11,7 +11,7 @@ from toolkit.errors import UsageError
 
 MAX_NAME = 64
 MAX_DISPLAY_NAME = 100
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
 # Tunnelblick's forbidden characters (path components of a .tblk)
 TUNNELBLICK_FORBIDDEN = set("\\!#&;:~|?'\"<>^[]{}$%*/")
 _WINDOWS_RESERVED = {
@@ -23,7 +23,7 @@ _WINDOWS_RESERVED = {
     *(f"lpt{i}" for i in range(10)),
 }
 NAME_HINT = (
-    "use 1-64 letters, digits, '.', '_', '-', '@' or '+', starting with a letter or digit "
+    "use 1-64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit "
     "(e.g. alice or alice@contoso.com)"
 )
 
@@ -45,7 +45,7 @@ def check_name(name: str, what: str = "--name") -> str:
     elif ".." in name or name.endswith("."):
         problem = "contains '..' or ends with '.'"
     elif not _NAME.match(name):
-        problem = "has characters other than letters, digits, '.', '_', '-', '@', '+'"
+        problem = "has characters other than letters, digits, '.', '_', '-', '@'"
     elif name.split(".")[0].lower() in _WINDOWS_RESERVED:
         problem = "is a reserved device name on Windows"
     if problem:
@@ -56,7 +56,7 @@ def check_name(name: str, what: str = "--name") -> str:
 def sanitize_name(text: str) -> str:
     """A safe name derived from free text such as a certificate CN (may still need checking)."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    cleaned = re.sub(r"[^A-Za-z0-9._@+-]+", "-", ascii_text).strip(".-_")
+    cleaned = re.sub(r"[^A-Za-z0-9._@-]+", "-", ascii_text).strip(".-_")
     cleaned = re.sub(r"\.{2,}", ".", cleaned)[:MAX_NAME].rstrip(".-")
     return cleaned or "user"
 

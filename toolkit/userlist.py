@@ -59,7 +59,7 @@ DEFAULT_KEYS: dict[str, tuple[str, str]] = {
     "warn_days": ("int", "Warn when a certificate expires within this many days."),
 }
 USER_KEYS: dict[str, tuple[str, str]] = {
-    "name": ("str", "File and bundle name (letters, digits, . _ - @ +)."),
+    "name": ("str", "File and bundle name (letters, digits, . _ - @)."),
     "display_name": ("str", "Name shown in OpenVPN Connect."),
     "email": ("str", "E-mail for issued certificates (CN becomes this address)."),
     "cert": ("path", "Client certificate, PEM."),
@@ -511,7 +511,7 @@ def _object(keys: dict[str, tuple[str, str]], required: list[str]) -> dict[str, 
 def json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of the user list, for editors (yaml-language-server)."""
     user = _object(USER_KEYS, ["name"])
-    user["properties"]["name"]["pattern"] = r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$"
+    user["properties"]["name"]["pattern"] = r"^[A-Za-z0-9][A-Za-z0-9._@-]*$"
     user["properties"]["name"]["maxLength"] = 64
     top = _object(
         {k: v for k, v in TOP_KEYS.items() if k not in ("ca", "defaults", "users")},
