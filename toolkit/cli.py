@@ -5,6 +5,7 @@ Thin on purpose: everything that decides anything lives in the core modules.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -67,7 +68,7 @@ def root(
     ] = False,
 ) -> None:
     """ovpn-toolkit: Azure P2S packages to OpenVPN profiles."""
-    SHOW_TRACEBACK["enabled"] = SHOW_TRACEBACK["enabled"] or show_traceback
+    SHOW_TRACEBACK["enabled"] = show_traceback or bool(os.environ.get("OVPN_TOOLKIT_TRACEBACK"))
 
 
 # --- shared option types ------------------------------------------------------------------------
