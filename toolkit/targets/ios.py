@@ -40,7 +40,8 @@ def _quoted_verify_name(profile: Profile) -> list[Directive]:
     return [d for d in profile.directives("verify-x509-name") if "'" in d.raw or '"' in d.raw]
 
 
-def _size_problems(data: bytes) -> list[tuple[int, str]]:
+def _size_problems(data: bytes, origins: list[int] | None = None) -> list[tuple[int, str]]:
+    """Size and line-length problems; ``origins`` maps output lines to the input's lines."""
     problems: list[tuple[int, str]] = []
     if len(data) > MAX_PROFILE_BYTES:
         problems.append(
@@ -52,6 +53,8 @@ def _size_problems(data: bytes) -> list[tuple[int, str]]:
         )
     for number, line in enumerate(data.split(b"\n"), 1):
         if len(line) > MAX_LINE_BYTES:
+            if origins and number <= len(origins):
+                number = origins[number - 1]
             problems.append(
                 (
                     number,
@@ -142,7 +145,13 @@ class IOSTarget(Target):
 
     def render(self, profile: Profile, ctx: TargetContext) -> list[PlannedFile]:
         data = profile.to_bytes()
-        problems = _size_problems(data)
+        # report lines of Azure's file (the output is not written when this fails)
+        origins = [
+            item.line + offset if item.line else 0
+            for item in profile.items
+            for offset in range(len(item.raw_lines))
+        ]
+        problems = _size_problems(data, origins)
         if problems:
             raise ProfileError(
                 f"{profile.source}: {problems[0][1]}",
