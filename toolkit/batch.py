@@ -336,6 +336,7 @@ def run_batch(
     fail_fast: bool = False,
     on_outcome: Callable[[UserOutcome], None] | None = None,
 ) -> BatchResult:
+    _PACKAGES.clear()  # a package replaced since an earlier run in this process is re-read
     preflight(users, settings)
     if not settings.dry_run:
         ensure_private_dir(settings.output)
