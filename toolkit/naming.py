@@ -57,7 +57,10 @@ def sanitize_name(text: str) -> str:
     """A safe name derived from free text such as a certificate CN (may still need checking)."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     cleaned = re.sub(r"[^A-Za-z0-9._@-]+", "-", ascii_text).strip(".-_")
-    cleaned = re.sub(r"\.{2,}", ".", cleaned)[:MAX_NAME].rstrip(".-")
+    cleaned = re.sub(r"\.{2,}", ".", cleaned).lstrip("@.-_")  # check_name: starts alphanumeric
+    cleaned = cleaned[:MAX_NAME].rstrip(".-")
+    if cleaned.split(".")[0].lower() in _WINDOWS_RESERVED:
+        cleaned = f"user-{cleaned}"[:MAX_NAME].rstrip(".-")
     return cleaned or "user"
 
 
