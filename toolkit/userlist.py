@@ -209,7 +209,8 @@ class _Validator:
 
     def targets(self, node: yaml.Node, key: str) -> tuple[str, ...] | None:
         items = [node] if isinstance(node, yaml.ScalarNode) else node.value
-        if not isinstance(node, yaml.ScalarNode | yaml.SequenceNode) or not items:
+        not_text = isinstance(node, yaml.ScalarNode) and node.tag != "tag:yaml.org,2002:str"
+        if not isinstance(node, yaml.ScalarNode | yaml.SequenceNode) or not items or not_text:
             self.problem(
                 node,
                 f"'{key}' must be a non-empty list of targets",
