@@ -203,7 +203,8 @@ def test_wrong_types_are_reported_where_the_value_is(folder: Path) -> None:
     assert details == [
         "users.yaml:3:18: 'days' must be a whole number",
         "users.yaml:3:35: 'key_type' must be one of rsa2048, rsa3072, rsa4096",
-        "users.yaml:6:14: 'targets' must be a string",
+        "users.yaml:6:14: 'targets' must be a non-empty list of targets "
+        "(choose from: tunnelblick, ios, openvpn)",
         "users.yaml:8:18: 'disable_dco' must be true or false",
         "users.yaml:9:11: 'days' must be between 1 and 36500",
         "users.yaml:10:11: 'name' must be a string",
