@@ -812,3 +812,19 @@ def test_deleted_or_edited_output_is_restored_for_that_user_only(team: Team) -> 
     after = snapshot(team.out)
     for name in ("alice", "dave", "erin"):
         assert user_part(after, name) == user_part(before, name)
+
+
+def test_revoked_ca_user_is_not_silently_reissued(team: Team) -> None:
+    team.ok()
+    ca.revoke(team.ca_dir, "carol")
+    count = len(team.ledger())
+    result = team.ok(code=3)
+    lines = summary_lines(result)
+    assert lines["carol"].startswith("failed: the certificate of 'carol' was revoked")
+    assert "ovpn-toolkit ca issue" in lines["carol"]
+    assert all(lines[n] == "unchanged" for n in NAMES if n != "carol")
+    assert len(team.ledger()) == count  # nothing issued behind the admin's back
+    # a deliberate re-issue is picked up by the next run
+    ca.open_ca(team.ca_dir, CA_PASS).issue("carol", email="carol@contoso.example")
+    result = team.ok()
+    assert summary_lines(result)["carol"] == "written"

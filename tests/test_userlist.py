@@ -562,7 +562,7 @@ def _schema() -> dict[str, Any]:
 
 def test_schema_keys_match_what_the_loader_accepts() -> None:
     schema = _schema()
-    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
     assert schema["type"] == "object" and schema["additionalProperties"] is False
     assert set(schema["required"]) == {"package", "users"}
     props = schema["properties"]
@@ -573,7 +573,8 @@ def test_schema_keys_match_what_the_loader_accepts() -> None:
     assert set(user["properties"]) == set(userlist.USER_KEYS)
     assert user["required"] == ["name"] and user["additionalProperties"] is False
     assert not set(user["properties"]) & userlist.LITERAL_SECRET_KEYS
-    assert user["properties"]["targets"]["items"]["enum"] == ["tunnelblick", "ios", "openvpn"]
+    single, many = user["properties"]["targets"]["oneOf"]
+    assert single["enum"] == many["items"]["enum"] == ["tunnelblick", "ios", "openvpn"]
 
 
 def _demo_document() -> dict[str, Any]:

@@ -91,6 +91,7 @@ class BatchResult:
 
 # --- per user (runs in worker processes) ---------------------------------------------------------
 _PACKAGES: dict[Path, AzurePackage] = {}
+_AUTHORITIES: dict[Path, Any] = {}  # CA folder -> toolkit.ca.CertificateAuthority
 
 
 def _package(path: Path) -> AzurePackage:
@@ -139,15 +140,27 @@ def _ca_credentials(user: UserEntry, settings: BatchSettings) -> tuple[Path, Pat
     current = ca.find_current(ca_dir, user.name)
     action = None
     if current is None:
+        history = [e for e in ca.read_ledger(ca_dir) if e.name.casefold() == user.name.casefold()]
+        latest = max(history, key=lambda e: e.issued_at, default=None)
+        if latest is not None and latest.status == "revoked":
+            raise CAError(
+                f"the certificate of '{user.name}' was revoked; the batch does not issue a new "
+                "one by itself",
+                hint=f"remove '{user.name}' from the user list, or issue deliberately: "
+                f"ovpn-toolkit ca issue --ca {ca_dir} --name {user.name}",
+            )
         action = "issued"
     elif settings.renew_within is not None and current.days_left() <= settings.renew_within:
         action = "renewed"
     if action is not None:
         if settings.dry_run:
             raise _DryRunIssue(action)
-        authority = ca.open_ca(
-            ca_dir, PassphraseSource(settings.ca.passphrase_env, settings.ca.passphrase_file)
-        )
+        authority = _AUTHORITIES.get(ca_dir)
+        if authority is None:  # decrypting the CA key is slow: once per worker process
+            authority = ca.open_ca(
+                ca_dir, PassphraseSource(settings.ca.passphrase_env, settings.ca.passphrase_file)
+            )
+            _AUTHORITIES[ca_dir] = authority
         if action == "issued":
             result = authority.issue(
                 user.name, email=user.email, days=user.days, key_type=user.key_type
@@ -337,6 +350,7 @@ def run_batch(
     on_outcome: Callable[[UserOutcome], None] | None = None,
 ) -> BatchResult:
     _PACKAGES.clear()  # a package replaced since an earlier run in this process is re-read
+    _AUTHORITIES.clear()
     preflight(users, settings)
     if not settings.dry_run:
         ensure_private_dir(settings.output)

@@ -240,7 +240,7 @@ def generate(
     ] = None,
 ) -> None:
     """Write one user's profiles: validate the package and credentials first, then write."""
-    if disable_dco and target and "openvpn" not in target:
+    if disable_dco and "openvpn" not in (target or DEFAULT_TARGETS):
         raise UsageError(
             "--disable-dco applies to the openvpn target only", hint="add --target openvpn"
         )

@@ -20,7 +20,8 @@ def _summary(result: BatchResult, output: Path, *, dry_run: bool) -> None:
     for outcome in result.outcomes:
         line = f"{outcome.name}: {outcome.status}"
         if outcome.issued:
-            line += f" (certificate {outcome.issued})"
+            would = "would be " if outcome.status == "planned" else ""
+            line += f" (certificate {would}{outcome.issued})"
         if outcome.reason:
             line += f": {outcome.reason}"
             if outcome.hint:
@@ -115,9 +116,10 @@ def register(app: typer.Typer) -> None:
         )
         show_progress = sys.stderr.isatty() and not quiet and not json_output
         if show_progress:
+            from rich.console import Console
             from rich.progress import Progress
 
-            with Progress(transient=True, console=None) as progress:
+            with Progress(transient=True, console=Console(stderr=True)) as progress:
                 task = progress.add_task("users", total=len(users.users))
 
                 def advance(outcome: UserOutcome) -> None:

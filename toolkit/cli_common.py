@@ -75,4 +75,6 @@ def print_json(document: Any) -> None:
 
 
 PASSPHRASE_ENV_HELP = "Read the passphrase from this environment variable."  # noqa: S105
-PASSPHRASE_FILE_HELP = "Read the passphrase from this file (first line)."  # noqa: S105
+PASSPHRASE_FILE_HELP = (
+    "Read the passphrase from this file (its whole content; one trailing newline is ignored)."  # noqa: S105
+)

@@ -366,6 +366,8 @@ def load_user_list(source: Path) -> UserList:
             if "passphrase_file" in ca_map
             else None
         )
+        if "passphrase_env" in ca_map and "passphrase_file" in ca_map:
+            v.problem(top["ca"], "ca: give passphrase_env or passphrase_file, not both")
         if ca_dir is not None:
             ca = CASettings(ca_dir, env, pfile)
     defaults = v.mapping(top["defaults"], DEFAULT_KEYS, "defaults") if "defaults" in top else {}
@@ -489,9 +491,14 @@ def _schema_for(kind: str, description: str) -> dict[str, Any]:
         "path": {"type": "string", "minLength": 1},
         "paths": {"oneOf": [{"type": "string"}, path_list]},
         "targets": {
-            "type": "array",
-            "minItems": 1,
-            "items": {"type": "string", "enum": list(TARGETS)},
+            "oneOf": [
+                {"type": "string", "enum": list(TARGETS)},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "string", "enum": list(TARGETS)},
+                },
+            ]
         },
         "int": {"type": "integer", "minimum": 1, "maximum": 36500},
         "bool": {"type": "boolean"},
@@ -510,7 +517,7 @@ def _object(keys: dict[str, tuple[str, str]], required: list[str]) -> dict[str, 
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of the user list, for editors (yaml-language-server)."""
+    """JSON Schema (draft-07, what editors support) of the user list (yaml-language-server)."""
     user = _object(USER_KEYS, ["name"])
     user["properties"]["name"]["pattern"] = r"^[A-Za-z0-9][A-Za-z0-9._@-]*$"
     user["properties"]["name"]["maxLength"] = 64
@@ -529,7 +536,7 @@ def json_schema() -> dict[str, Any]:
         "description": TOP_KEYS["users"][1],
     }
     return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$schema": "http://json-schema.org/draft-07/schema#",
         "$id": "https://ovpn-toolkit.invalid/schemas/users.schema.json",
         "title": "ovpn-toolkit batch user list",
         **top,

@@ -104,7 +104,7 @@ def write_plans(
             else:
                 for planned in plan.files:
                     os.replace(staging / planned.path, user_dir / planned.path)
-    except OSError as exc:
+    except BaseException as exc:  # also Ctrl-C: never leave half-swapped outputs
         for final, previous in reversed(swapped):
             with contextlib.suppress(OSError):
                 if final.exists():
@@ -114,6 +114,8 @@ def write_plans(
         shutil.rmtree(staging, ignore_errors=True)
         if created:
             shutil.rmtree(user_dir, ignore_errors=True)
+        if not isinstance(exc, OSError):
+            raise
         raise OutputError(
             f"{user_dir}: cannot write the outputs ({exc.strerror or exc})",
             hint="check free space and permissions of the output folder; nothing was changed",

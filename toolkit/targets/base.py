@@ -72,7 +72,10 @@ def file_references(profile: Profile) -> list[Directive]:
     return [
         d
         for d in profile.directives()
-        if d.name in FILE_OPTIONS and d.args and d.args[0] != "[inline]"
+        if d.name in FILE_OPTIONS
+        and d.args
+        and d.args[0] != "[inline]"
+        and not (d.name == "dh" and d.args[0] == "none")
     ]
 
 

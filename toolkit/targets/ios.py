@@ -65,6 +65,23 @@ def _size_problems(data: bytes, origins: list[int] | None = None) -> list[tuple[
     return problems
 
 
+def _raise_for_size(profile: Profile) -> None:
+    """ProfileError when OpenVPN Connect would refuse the profile for its size or a line."""
+    # report lines of Azure's file (the output is not written when this fails)
+    origins = [
+        item.line + offset if item.line else 0
+        for item in profile.items
+        for offset in range(len(item.raw_lines))
+    ]
+    problems = _size_problems(profile.to_bytes(), origins)
+    if problems:
+        raise ProfileError(
+            f"{profile.source}: {problems[0][1]}",
+            hint="OpenVPN Connect refuses such profiles (ERR_PROFILE_LINE_TOO_LONG); "
+            "shorten the line in the package profile",
+        )
+
+
 class IOSTarget(Target):
     name = "ios"
     title = "OpenVPN Connect (iOS)"
@@ -141,24 +158,12 @@ class IOSTarget(Target):
         edits.append(
             Edit(0, "setenv FRIENDLY_NAME", "added", "the friendly name OpenVPN Connect shows")
         )
+        _raise_for_size(profile)  # here too, so `inspect` reports it before any credentials
         return edits, []
 
     def render(self, profile: Profile, ctx: TargetContext) -> list[PlannedFile]:
-        data = profile.to_bytes()
-        # report lines of Azure's file (the output is not written when this fails)
-        origins = [
-            item.line + offset if item.line else 0
-            for item in profile.items
-            for offset in range(len(item.raw_lines))
-        ]
-        problems = _size_problems(data, origins)
-        if problems:
-            raise ProfileError(
-                f"{profile.source}: {problems[0][1]}",
-                hint="OpenVPN Connect refuses such profiles (ERR_PROFILE_LINE_TOO_LONG); "
-                "shorten the line in the package profile",
-            )
-        return [PlannedFile(f"{self.name}/{ctx.name}.ovpn", data)]
+        _raise_for_size(profile)
+        return [PlannedFile(f"{self.name}/{ctx.name}.ovpn", profile.to_bytes())]
 
     def lint(self, profile: Profile) -> list[Finding]:
         findings = lint_directives(profile, ios_fatal_reason)
