@@ -91,24 +91,26 @@ def create_root(
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_ca_key_usage(digital_signature=False), critical=True)
         .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )
     return IssuedCertificate(cert, key)
+
+
+def _ca_key_usage(*, digital_signature: bool) -> x509.KeyUsage:
+    """keyCertSign + cRLSign (roots and intermediates)."""
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _leaf_key_usage() -> x509.KeyUsage:
@@ -164,20 +166,7 @@ def issue_certificate(
         )
     )
     if is_ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        builder = builder.add_extension(_ca_key_usage(digital_signature=True), critical=True)
     else:
         builder = builder.add_extension(_leaf_key_usage(), critical=True)
     if eku:
