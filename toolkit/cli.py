@@ -133,6 +133,12 @@ def _next_steps(plan: UserPlan, output: Path) -> list[str]:
                 f"iPhone: send {user_dir}/ios/{plan.name}.ovpn; the user opens it with OpenVPN "
                 "Connect, taps ADD (docs/how-to/ios.md)"
             )
+        elif target.target == "mobileconfig":
+            steps.append(
+                f"MDM: upload {user_dir}/mobileconfig/{plan.name}.mobileconfig to Intune/Jamf "
+                "as a custom iOS configuration profile; test on one device first "
+                "(docs/how-to/ios.md)"
+            )
         elif target.target == "openvpn":
             steps.append(
                 f"Linux/Windows: openvpn --config {user_dir}/openvpn/{plan.name}.ovpn "

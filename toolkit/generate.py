@@ -148,6 +148,7 @@ def plan_user(
         gateway_id=gateway_id(template),
         bundle_version=bundle_version(creds.certificate.not_valid_before_utc),
         disable_dco=request.disable_dco,
+        key_passphrase=request.key_passphrase,
     )
     plans: list[TargetPlan] = []
     for target in targets:

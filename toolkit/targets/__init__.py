@@ -5,11 +5,12 @@ from __future__ import annotations
 from toolkit.errors import UsageError
 from toolkit.targets.base import PlannedFile, Target, TargetContext, TargetPlan
 from toolkit.targets.ios import IOSTarget
+from toolkit.targets.mobileconfig import MobileconfigTarget
 from toolkit.targets.openvpn import OpenVPNTarget
 from toolkit.targets.tunnelblick import TunnelblickTarget
 
 TARGETS: dict[str, Target] = {
-    t.name: t for t in (TunnelblickTarget(), IOSTarget(), OpenVPNTarget())
+    t.name: t for t in (TunnelblickTarget(), IOSTarget(), OpenVPNTarget(), MobileconfigTarget())
 }
 DEFAULT_TARGETS = ("tunnelblick", "ios")
 

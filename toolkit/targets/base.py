@@ -23,6 +23,7 @@ class TargetContext:
     gateway_id: str
     bundle_version: str = "1"
     disable_dco: bool = False
+    key_passphrase: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
