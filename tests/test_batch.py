@@ -828,3 +828,16 @@ def test_revoked_ca_user_is_not_silently_reissued(team: Team) -> None:
     ca.open_ca(team.ca_dir, CA_PASS).issue("carol", email="carol@contoso.example")
     result = team.ok()
     assert summary_lines(result)["carol"] == "written"
+
+
+def test_a_user_removed_from_the_list_is_reported_and_left_in_place(team: Team) -> None:
+    team.ok()
+    text = team.users_yaml.read_text()
+    start = text.index("  - name: erin")
+    team.users_yaml.write_text(text[:start])
+    result = team.ok()
+    assert "note: erin is no longer in the user list" in result.stdout
+    assert (team.out / "erin").is_dir()  # never deleted behind the admin's back
+    assert "erin" not in team.manifest()
+    data = json.loads(team.ok("--json").stdout)
+    assert data["dropped"] == []  # the manifest no longer knows erin

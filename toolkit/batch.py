@@ -80,6 +80,7 @@ class UserOutcome:
 class BatchResult:
     outcomes: list[UserOutcome]
     manifest_written: bool
+    dropped: list[str] = field(default_factory=list)  # in the old manifest, not in the list
 
     def count(self, status: Status) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -403,7 +404,8 @@ def run_batch(
     written = False
     if not settings.dry_run:
         written = write_manifest(settings.output, settings, ordered, previous)
-    return BatchResult(ordered, written)
+    dropped = [name for name in previous if name not in outcomes]
+    return BatchResult(ordered, written, dropped)
 
 
 def _manifest_records(

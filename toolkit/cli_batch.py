@@ -34,6 +34,11 @@ def _summary(result: BatchResult, output: Path, *, dry_run: bool) -> None:
         for s in ("written", "unchanged", "planned", "failed", "skipped")
         if result.count(s)
     )
+    for name in result.dropped:
+        typer.echo(
+            f"note: {name} is no longer in the user list; {output / name} was left in place "
+            f"(delete it, and revoke the certificate if the user has left)"
+        )
     typer.echo(f"{len(result.outcomes)} users: {counts}")
     if not dry_run:
         state = "updated" if result.manifest_written else "unchanged"
@@ -142,6 +147,7 @@ def register(app: typer.Typer) -> None:
                     "dry_run": dry_run,
                     "output": str(out),
                     "users": [o.to_json() for o in result.outcomes],
+                    "dropped": result.dropped,
                     "counts": {
                         s: result.count(s)
                         for s in ("written", "unchanged", "planned", "failed", "skipped")
