@@ -18,7 +18,11 @@ pytestmark = [pytest.mark.integration, requires_netns]
 
 
 def _generate(
-    tmp_path: Path, gateway: SampleGateway, client: pki.IssuedCertificate, name: str
+    tmp_path: Path,
+    gateway: SampleGateway,
+    client: pki.IssuedCertificate,
+    name: str,
+    *extra: str,
 ) -> Path:
     """Run the real CLI on a package zip built like Azure's; return the output folder."""
     package = tmp_path / "VNet1GW.zip"
@@ -46,6 +50,7 @@ def _generate(
             "ios",
             "--output",
             str(out),
+            *extra,
         ],
     )
     assert result.exit_code == 0, result.output
@@ -56,10 +61,13 @@ def _targets(user_dir: Path, name: str) -> dict[str, Path]:
     return {
         "tunnelblick": user_dir / f"tunnelblick/{name}.tblk/Contents/Resources/config.ovpn",
         "openvpn": user_dir / f"openvpn/{name}.ovpn",
+        # OpenVPN Connect runs the OpenVPN 3 core, not this binary; connecting with 2.6 still
+        # proves the iOS edits (unquoted name, no log, setenv FRIENDLY_NAME) kept it working
+        "ios": user_dir / f"ios/{name}.ovpn",
     }
 
 
-@pytest.mark.parametrize("target", ["tunnelblick", "openvpn"])
+@pytest.mark.parametrize("target", ["tunnelblick", "openvpn", "ios"])
 def test_generated_profile_connects_and_pings(
     tmp_path: Path,
     sample_gateway: SampleGateway,
@@ -108,34 +116,11 @@ def test_profile_with_passphrase_protected_key_connects(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """--key-passphrase-env: the <key> is encrypted PKCS#8; OpenVPN asks for the passphrase."""
-    package = tmp_path / "VNet1GW.zip"
-    package.write_bytes(sample_gateway.zip_bytes())
-    cert, key = tmp_path / "alice.pem", tmp_path / "alice.key"
-    cert.write_bytes(p2s_client.cert_pem)
-    key.write_bytes(p2s_client.key_pem())
     monkeypatch.setenv("ALICE_PROFILE_PASS", "correct horse battery")
-    out = tmp_path / "profiles"
-    result = CliRunner().invoke(
-        app,
-        [
-            "generate",
-            str(package),
-            "--cert",
-            str(cert),
-            "--key",
-            str(key),
-            "--name",
-            "alice",
-            "--target",
-            "tunnelblick",
-            "--output",
-            str(out),
-            "--key-passphrase-env",
-            "ALICE_PROFILE_PASS",
-        ],
+    user_dir = _generate(
+        tmp_path, sample_gateway, p2s_client, "alice", "--key-passphrase-env", "ALICE_PROFILE_PASS"
     )
-    assert result.exit_code == 0, result.output
-    profile = out / "alice/tunnelblick/alice.tblk/Contents/Resources/config.ovpn"
+    profile = _targets(user_dir, "alice")["tunnelblick"]
     assert "BEGIN ENCRYPTED PRIVATE KEY" in profile.read_text()
     askpass = tmp_path / "askpass"
     askpass.write_text("correct horse battery\n")
