@@ -841,3 +841,20 @@ def test_a_user_removed_from_the_list_is_reported_and_left_in_place(team: Team) 
     assert "erin" not in team.manifest()
     data = json.loads(team.ok("--json").stdout)
     assert data["dropped"] == []  # the manifest no longer knows erin
+
+
+def test_install_guide_mentions_the_key_passphrase_only_when_there_is_one(
+    team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ERIN_PROFILE_PASS", "erin's own words")
+    team.edit_yaml(
+        "    cert: certs/erin.pem\n",
+        "    cert: certs/erin.pem\n    key_passphrase_env: ERIN_PROFILE_PASS\n",
+    )
+    team.ok()
+    erin = (team.out / "erin" / "INSTALL.html").read_text()
+    alice = (team.out / "alice" / "INSTALL.html").read_text()
+    assert "key passphrase" in erin and "key passphrase" not in alice
+    assert "erin's own words" not in erin and "erin&#39;s own words" not in erin
+    profile = (team.out / "erin" / "ios" / "erin.ovpn").read_text()
+    assert "BEGIN ENCRYPTED PRIVATE KEY" in profile

@@ -186,7 +186,7 @@ class _DryRunIssue(Exception):
         self.action = action
 
 
-def _guide(plan: UserPlan, package: AzurePackage) -> PlannedFile:
+def _guide(plan: UserPlan, package: AzurePackage, *, key_protected: bool) -> PlannedFile:
     remote = package.profile().first("remote")
     files = {t.target: [f.path for f in t.files] for t in plan.targets}
     html = render(
@@ -200,6 +200,7 @@ def _guide(plan: UserPlan, package: AzurePackage) -> PlannedFile:
         tunnelblick_zip=next((p for p in files.get("tunnelblick", []) if p.endswith(".zip")), None),
         ios_profile=next(iter(files.get("ios", [])), None),
         openvpn_profile=next(iter(files.get("openvpn", [])), None),
+        key_protected=key_protected,
     )
     return PlannedFile("INSTALL.html", html.encode("utf-8"))
 
@@ -256,7 +257,12 @@ def process_user(task: UserTask) -> UserOutcome:
             ),
             roots=load_roots(list(settings.roots)),
         )
-        plans = [*plan.targets, TargetPlan("guide", "", [_guide(plan, package)], [], [])]
+        plans = [
+            *plan.targets,
+            TargetPlan(
+                "guide", "", [_guide(plan, package, key_protected=bool(key_passphrase))], [], []
+            ),
+        ]
         outcome.display_name = plan.display_name
         outcome.certificate = plan.certificate.to_json()
         outcome.warnings = [w.message for w in plan.warnings]
