@@ -132,6 +132,15 @@ def _intact(output: Path, record: dict[str, Any]) -> bool:
     return bool(record.get("files"))
 
 
+def _ca_action(current: Any, renew_within: int | None) -> Literal["issued", "renewed"] | None:
+    """What the CA must do for a user whose current ledger entry is ``current`` (or None)."""
+    if current is None:
+        return "issued"
+    if renew_within is not None and current.days_left() <= renew_within:
+        return "renewed"
+    return None
+
+
 def _ca_credentials(user: UserEntry, settings: BatchSettings) -> tuple[Path, Path, str | None]:
     """Cert and key from the CA's ledger; issue (or renew near expiry) when needed."""
     from toolkit import ca  # local: only batch users with a CA need it
@@ -139,8 +148,8 @@ def _ca_credentials(user: UserEntry, settings: BatchSettings) -> tuple[Path, Pat
     assert settings.ca is not None  # noqa: S101 - validated before any work
     ca_dir = settings.ca.dir
     current = ca.find_current(ca_dir, user.name)
-    action = None
-    if current is None:
+    action = _ca_action(current, settings.renew_within)
+    if action == "issued":
         history = [e for e in ca.read_ledger(ca_dir) if e.name.casefold() == user.name.casefold()]
         latest = max(history, key=lambda e: e.issued_at, default=None)
         if latest is not None and latest.status == "revoked":
@@ -150,9 +159,6 @@ def _ca_credentials(user: UserEntry, settings: BatchSettings) -> tuple[Path, Pat
                 hint=f"remove '{user.name}' from the user list, or issue deliberately: "
                 f"ovpn-toolkit ca issue --ca {ca_dir} --name {user.name}",
             )
-        action = "issued"
-    elif settings.renew_within is not None and current.days_left() <= settings.renew_within:
-        action = "renewed"
     if action is not None:
         if settings.dry_run:
             raise _DryRunIssue(action)
@@ -323,16 +329,10 @@ def preflight(users: UserList, settings: BatchSettings) -> None:
 
     needs_key = False
     for user in users.users:
-        if user.issued_from_ca:
-            current = ca.find_current(settings.ca.dir, user.name)
-            renew = (
-                current is not None
-                and settings.renew_within is not None
-                and current.days_left() <= settings.renew_within
-            )
-            if current is None or renew:
-                needs_key = True
-                break
+        current = ca.find_current(settings.ca.dir, user.name) if user.issued_from_ca else None
+        if user.issued_from_ca and _ca_action(current, settings.renew_within) is not None:
+            needs_key = True
+            break
     if needs_key:
         source = PassphraseSource(settings.ca.passphrase_env, settings.ca.passphrase_file)
         try:
