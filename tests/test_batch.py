@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import Result
+from typer.testing import Result
 from cryptography import x509
 from typer.testing import CliRunner
 
