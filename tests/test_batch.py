@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import Result
 from cryptography import x509
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
-from toolkit import ca, pki
+from toolkit import ca
+from toolkit.ca import keys as pki
 from toolkit.cli import app
 from toolkit.sample import SampleGateway
 

@@ -24,8 +24,13 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
-from toolkit import ca, pki
+from toolkit import ca
+from toolkit.ca import keys as pki
+from toolkit.ca.azure import root_upload_commands
+from toolkit.credentials import export_pkcs12, load_pem_credentials, load_roots
+from toolkit.validation import validate_credentials
 from toolkit.errors import CAError, CredentialsError, OutputError, UsageError
+from toolkit.names import check_name
 from toolkit.passphrase import PassphraseSource
 
 CA_PASS = b"correct horse battery staple"
@@ -130,7 +135,8 @@ def test_root_files_and_modes(ca_dir: Path) -> None:
 
 
 def test_root_upload_commands(ca_dir: Path) -> None:
-    commands = ca.ca_upload_commands(ca_dir)
+    root = x509.load_pem_x509_certificate((ca_dir / "root.pem").read_bytes())
+    commands = root_upload_commands(root, ca_dir / "root.cer", "Contoso-P2S-Root")
     cer = (ca_dir / "root.cer").resolve()
     assert commands.az == (
         "az network vnet-gateway root-cert create --resource-group <resource-group> "
@@ -143,7 +149,9 @@ def test_root_upload_commands(ca_dir: Path) -> None:
         f'-PublicCertData "{data}"'
     )
     assert commands.placeholders
-    given = ca.ca_upload_commands(ca_dir, gateway="VNet1GW", resource_group="rg-vpn")
+    given = root_upload_commands(
+        root, ca_dir / "root.cer", "Contoso-P2S-Root", gateway="VNet1GW", resource_group="rg-vpn"
+    )
     assert "--resource-group rg-vpn --gateway-name VNet1GW" in given.az
     assert "-VirtualNetworkGatewayName VNet1GW -ResourceGroupName rg-vpn" in given.powershell
     assert not given.placeholders
@@ -202,7 +210,7 @@ def test_key_type_typo_gets_a_suggestion(tmp_path: Path) -> None:
 # --- opening the CA -------------------------------------------------------------------------------
 def test_open_with_passphrase_source(ca_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OVT_TEST_CA_PASS", CA_PASS.decode())
-    opened = ca.open_ca(ca_dir, PassphraseSource(env="OVT_TEST_CA_PASS"))
+    opened = ca.open_ca(ca_dir, PassphraseSource(env="OVT_TEST_CA_PASS", environ=os.environ))
     assert opened.key_encrypted and opened.info.cn == "Contoso P2S Root"
     assert "PRIVATE" not in repr(opened)
 
@@ -341,10 +349,9 @@ def test_key_file_matches_and_modes(alice: ca.IssueResult, ca_dir: Path) -> None
 
 
 def test_passes_the_projects_credential_validation(alice: ca.IssueResult, ca_dir: Path) -> None:
-    credentials = pytest.importorskip("toolkit.credentials")
-    creds = credentials.load_pem_credentials(alice.cert_path, alice.key_path, PassphraseSource())
-    roots = credentials.load_roots([ca_dir / "root.pem"])
-    findings = credentials.validate_credentials(creds, roots=roots, targets=["tunnelblick", "ios"])
+    creds = load_pem_credentials(alice.cert_path, alice.key_path, PassphraseSource())
+    roots = load_roots([ca_dir / "root.pem"])
+    findings = validate_credentials(creds, roots=roots, targets=["tunnelblick", "ios"])
     assert findings == []
 
 
@@ -394,7 +401,7 @@ def test_pkcs12_round_trip(
 
 def test_pkcs12_needs_a_password(alice: ca.IssueResult) -> None:
     with pytest.raises(CredentialsError, match="empty"):
-        ca.pkcs12_bytes(alice.issued, b"", friendly_name="x")
+        export_pkcs12(alice.issued.private_key, alice.certificate, [], b"", friendly_name="x")
 
 
 # --- ledger ---------------------------------------------------------------------------------------
@@ -417,8 +424,9 @@ def test_ledger_records_the_certificate(alice: ca.IssueResult, ca_dir: Path) -> 
     raw = (ca_dir / "ledger.json").read_text("utf-8")
     assert "PRIVATE KEY" not in raw
     assert mode(ca_dir / "ledger.json") == 0o644
-    loaded = ca.load_issued(ca_dir, entry)
-    assert loaded.certificate == cert
+    recorded = entry.path(ca_dir, "cert")
+    assert recorded is not None
+    assert x509.load_pem_x509_certificate(recorded.read_bytes()) == cert
 
 
 def test_find_current(alice: ca.IssueResult, ca_dir: Path) -> None:
@@ -447,7 +455,7 @@ def test_issue_refuses_a_second_valid_certificate(
 )
 def test_unsafe_names_are_refused(name: str) -> None:
     with pytest.raises(UsageError, match="certificate name") as info:
-        ca.check_cert_name(name)
+        check_name(name, "certificate name")
     assert "letters, digits" in (info.value.hint or "")
 
 
@@ -461,7 +469,7 @@ def test_issue_checks_the_name_first(authority: ca.CertificateAuthority) -> None
 
 @pytest.mark.parametrize("name", ["alice", "alice@contoso.com", "a_b-c.d", "x" * 64, "7"])
 def test_safe_names(name: str) -> None:
-    assert ca.check_cert_name(name) == name
+    assert check_name(name, "certificate name") == name
 
 
 @pytest.mark.parametrize(
@@ -522,7 +530,7 @@ def test_expired_root_refuses_to_issue(tmp_path: Path) -> None:
 def test_lock_held_elsewhere_times_out(
     fresh_ca: ca.CertificateAuthority, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ca, "LOCK_TIMEOUT", 0.2)
+    monkeypatch.setattr(ca.ledger, "LOCK_TIMEOUT", 0.2)
     fd = os.open(fresh_ca.directory / "ledger.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

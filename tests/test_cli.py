@@ -29,9 +29,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from typer.testing import CliRunner, Result
 
 import toolkit
-from toolkit import pki
+from toolkit.ca import keys as pki
 from toolkit.cli import app
-from toolkit.cli_common import SHOW_TRACEBACK
+from toolkit.cli.common import SHOW_TRACEBACK
 from toolkit.errors import ExitCode
 from toolkit.profile import Profile
 from toolkit.sample import SampleGateway, make_gateway
@@ -564,7 +564,7 @@ def test_interrupt_exits_130(files: Files, monkeypatch: pytest.MonkeyPatch) -> N
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("toolkit.cli.load_package", interrupted)
+    monkeypatch.setattr("toolkit.cli.profiles.load_package", interrupted)
     result = run("inspect", files.package)
     assert result.exit_code == ExitCode.INTERRUPTED
     assert result.stderr.strip() == "interrupted"

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from typer.testing import CliRunner, Result
 
 from toolkit import ca
-from toolkit.cli_ca import _new_secret, ca_app
+from toolkit.cli.ca import _new_secret, ca_app
 from toolkit.errors import CredentialsError
 from toolkit.passphrase import PassphraseSource
 

@@ -23,17 +23,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from toolkit import pki
-from toolkit.credentials import (
-    ClientCredentials,
-    load_credentials,
-    load_roots,
-    raise_for_errors,
-    validate_credentials,
+from toolkit.ca import keys as pki
+from toolkit.credentials import ClientCredentials, load_credentials, load_roots
+from toolkit.errors import (
+    CredentialsError,
+    PassphraseRequiredError,
+    ToolkitError,
+    UsageError,
+    WrongPassphraseError,
 )
-from toolkit.errors import CredentialsError, ToolkitError, UsageError
 from toolkit.findings import Finding
 from toolkit.passphrase import PassphraseSource
+from toolkit.validation import raise_for_errors, validate_credentials
 
 PASSPHRASE = "correct horse 7f3a battery"
 WRONG_PASSPHRASE = "Wr0ng-Pass-9c1d"
@@ -185,7 +186,7 @@ class Env:
 
     def env_passphrase(self, value: str = PASSPHRASE) -> PassphraseSource:
         self.monkeypatch.setenv(ENV_VAR, value)
-        return PassphraseSource(env=ENV_VAR)
+        return PassphraseSource(env=ENV_VAR, environ=os.environ)
 
     def file_passphrase(self, value: str = PASSPHRASE) -> PassphraseSource:
         return PassphraseSource(file=self.write("passphrase.txt", value.encode() + b"\n"))
@@ -274,7 +275,7 @@ def _openssl_traditional(cipher: str) -> Callable[[Env], Given]:
         return Given(
             cert=e.cert(e.pki.client),
             key=e.tmp / "enc.key",
-            passphrase=PassphraseSource(env=ENV_VAR),
+            passphrase=PassphraseSource(env=ENV_VAR, environ=os.environ),
         )
 
     return build
@@ -283,7 +284,7 @@ def _openssl_traditional(cipher: str) -> Callable[[Env], Given]:
 def _plain_key_with_unused_passphrase(e: Env) -> Given:
     """A passphrase source that is not needed is not read (the variable is even unset)."""
     return Given(
-        cert=e.cert(e.pki.client), key=e.key(e.pki.client), passphrase=PassphraseSource(env=ENV_VAR)
+        cert=e.cert(e.pki.client), key=e.key(e.pki.client), passphrase=PassphraseSource(env=ENV_VAR, environ=os.environ)
     )
 
 
@@ -656,7 +657,7 @@ def _empty_passphrase_file(e: Env) -> tuple[Given, Path]:
 
 
 def _unset_env(e: Env) -> PassphraseSource:
-    return PassphraseSource(env=ENV_VAR)  # the fixture removed it from the environment
+    return PassphraseSource(env=ENV_VAR, environ=os.environ)  # the fixture removed it from the environment
 
 
 def _wrong_env(e: Env) -> PassphraseSource:
@@ -748,36 +749,43 @@ ERROR_CASES = [
         "wrong-passphrase-pkcs8-env",
         _encrypted_key(_wrong_env),
         "wrong passphrase for the private key",
+        error=WrongPassphraseError,
     ),
     ErrorCase(
         "wrong-passphrase-traditional-file",
         _encrypted_key(_wrong_file, traditional=True),
         "wrong passphrase for the private key",
+        error=WrongPassphraseError,
     ),
     ErrorCase(
         "wrong-passphrase-pfx-legacy",
         _pfx_file(lambda e: pfx_bytes(e.pki.client, legacy=True), _wrong_env),
         "wrong passphrase for the PKCS#12",
+        error=WrongPassphraseError,
     ),
     ErrorCase(
         "wrong-passphrase-pfx-modern",
         _pfx_file(lambda e: pfx_bytes(e.pki.client, legacy=False), _wrong_file),
         "wrong passphrase for the PKCS#12",
+        error=WrongPassphraseError,
     ),
     ErrorCase(
         "missing-passphrase-pkcs8",
         _encrypted_key(lambda e: PassphraseSource()),
         "no passphrase was given",
+        error=PassphraseRequiredError,
     ),
     ErrorCase(
         "missing-passphrase-traditional",
         _encrypted_key(lambda e: PassphraseSource(), traditional=True),
         "no passphrase was given",
+        error=PassphraseRequiredError,
     ),
     ErrorCase(
         "missing-passphrase-pfx",
         _pfx_file(lambda e: pfx_bytes(e.pki.client)),
         "no passphrase was given",
+        error=PassphraseRequiredError,
     ),
     ErrorCase(
         "passphrase-env-not-set-key",
@@ -871,7 +879,7 @@ def test_credentials_usage_errors(kwargs: dict[str, str], fragment: str, tmp_pat
 
 def test_both_passphrase_sources_are_refused(env: Env) -> None:
     key = env.key(env.pki.client, passphrase=PASSPHRASE)
-    source = PassphraseSource(env=ENV_VAR, file=env.write("p.txt", b"x\n"))
+    source = PassphraseSource(env=ENV_VAR, environ=os.environ, file=env.write("p.txt", b"x\n"))
     env.monkeypatch.setenv(ENV_VAR, PASSPHRASE)
     with pytest.raises(CredentialsError, match="both a passphrase variable and a passphrase file"):
         Given(cert=env.cert(env.pki.client), key=key, passphrase=source).load()

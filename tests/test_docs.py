@@ -11,8 +11,8 @@ from types import ModuleType
 
 import pytest
 
+from toolkit.batch.userlist import CA_KEYS, DEFAULT_KEYS, TOP_KEYS, USER_KEYS
 from toolkit.errors import ExitCode
-from toolkit.userlist import CA_KEYS, DEFAULT_KEYS, TOP_KEYS, USER_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

@@ -8,9 +8,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from toolkit import pki
+from toolkit.ca import keys as pki
 from toolkit.errors import ProfileError
-from toolkit.inject import CredentialPem, fill_credentials, find_placeholders, placeholder_dialect
+from toolkit.fill import CredentialPem, fill_credentials, find_placeholders, placeholder_dialect
 from toolkit.profile import Block, Profile
 from toolkit.sample import SampleGateway
 

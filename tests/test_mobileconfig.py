@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from tests.conftest import ClientFiles
-from toolkit import pki
+from toolkit.ca import keys as pki
 from toolkit.credentials import load_pem_credentials
-from toolkit.generate import UserPlan, UserRequest, plan_user
 from toolkit.package import load_package
 from toolkit.passphrase import PassphraseSource
+from toolkit.plan import UserPlan, UserRequest, plan_user
 from toolkit.profile import Block, Directive, Profile, tokenize
 
 

@@ -13,17 +13,17 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from toolkit import writer
+from toolkit import output as writer
 from toolkit.errors import OutputError, UsageError
-from toolkit.naming import (
+from toolkit.names import (
     MAX_NAME,
-    TUNNELBLICK_FORBIDDEN,
-    bundle_identifier,
-    bundle_version,
     check_name,
     sanitize_name,
 )
-from toolkit.targets import PlannedFile, TargetPlan
+from toolkit.output import PlannedFile
+from toolkit.targets.base import bundle_identifier
+from toolkit.targets.tunnelblick.options import TUNNELBLICK_FORBIDDEN
+from toolkit.targets.tunnelblick.target import bundle_version
 
 # --- check_name ------------------------------------------------------------------------------
 TUNNELBLICK_CHARS = "\\!#&;:~|?'\"<>^[]{}$%*"
@@ -176,23 +176,13 @@ def test_bundle_version_increases_with_time() -> None:
 
 
 # --- writer ----------------------------------------------------------------------------------
-def make_plans(tag: str = "v1") -> list[TargetPlan]:
-    """Two targets, like tunnelblick (nested folders) and ios."""
+def make_plans(tag: str = "v1") -> list[PlannedFile]:
+    """Two target folders, like tunnelblick (nested folders) and ios."""
     return [
-        TargetPlan(
-            "tunnelblick",
-            "tunnelblick",
-            [
-                PlannedFile(
-                    "tunnelblick/alice.tblk/Contents/Resources/config.ovpn", f"cfg {tag}".encode()
-                ),
-                PlannedFile("tunnelblick/alice.tblk/Contents/Info.plist", f"plist {tag}".encode()),
-                PlannedFile("tunnelblick/alice.tblk.zip", f"zip {tag}".encode()),
-            ],
-            [],
-            [],
-        ),
-        TargetPlan("ios", "ios", [PlannedFile("ios/alice.ovpn", f"ios {tag}".encode())], [], []),
+        PlannedFile("tunnelblick/alice.tblk/Contents/Resources/config.ovpn", f"cfg {tag}".encode()),
+        PlannedFile("tunnelblick/alice.tblk/Contents/Info.plist", f"plist {tag}".encode()),
+        PlannedFile("tunnelblick/alice.tblk.zip", f"zip {tag}".encode()),
+        PlannedFile("ios/alice.ovpn", f"ios {tag}".encode()),
     ]
 
 
@@ -222,36 +212,32 @@ def open_umask() -> Iterator[None]:
 def test_writes_private_modes(tmp_path: Path, open_umask: None) -> None:
     output = tmp_path / "profiles"
     plans = make_plans()
-    written = writer.write_plans(output, "alice", plans)
+    writer.write_user(output, "alice", plans)
 
     user_dir = output / "alice"
     assert stat.S_IMODE(user_dir.stat().st_mode) == 0o700
     tree = snapshot(user_dir)
-    assert {k for k, v in tree.items() if v[0] == "file"} == {
-        f.path for p in plans for f in p.files
-    }
+    assert {k for k, v in tree.items() if v[0] == "file"} == {f.path for f in plans}
     for rel, (kind, _data, mode) in tree.items():
         assert mode == (0o700 if kind == "dir" else 0o600), rel
     assert tree["tunnelblick/alice.tblk/Contents/Info.plist"][1] == b"plist v1"
     # no staging leftovers
     assert not [p for p in user_dir.iterdir() if p.name.startswith(".")]
-    # the report matches what is on disk
-    assert sorted(w.path for w in written) == sorted(
-        user_dir / f.path for p in plans for f in p.files
-    )
-    for w in written:
-        assert w.sha256 == hashlib.sha256(w.path.read_bytes()).hexdigest()
-        assert w.mode == 0o600
-        assert w.size == w.path.stat().st_size
+    # the digests the plan reports (manifest, --json) match what is on disk
+    for planned in plans:
+        on_disk = user_dir / planned.path
+        assert planned.sha256 == hashlib.sha256(on_disk.read_bytes()).hexdigest()
+        assert planned.mode == 0o600
+        assert planned.size == on_disk.stat().st_size
 
 
 def test_existing_target_without_force_changes_nothing(tmp_path: Path) -> None:
     output = tmp_path / "profiles"
-    writer.write_plans(output, "alice", make_plans("v1"))
+    writer.write_user(output, "alice", make_plans("v1"))
     before = snapshot(output)
 
     with pytest.raises(OutputError) as info:
-        writer.write_plans(output, "alice", make_plans("v2"))
+        writer.write_user(output, "alice", make_plans("v2"))
     assert "already exists" in info.value.message
     assert "--force" in (info.value.hint or "")
     assert snapshot(output) == before
@@ -259,23 +245,23 @@ def test_existing_target_without_force_changes_nothing(tmp_path: Path) -> None:
 
 def test_only_one_existing_target_still_blocks_all(tmp_path: Path) -> None:
     output = tmp_path / "profiles"
-    writer.write_plans(output, "alice", make_plans("v1")[1:])  # only ios
+    writer.write_user(output, "alice", make_plans("v1")[3:])  # only ios
     before = snapshot(output)
     with pytest.raises(OutputError, match="ios"):
-        writer.write_plans(output, "alice", make_plans("v2"))
+        writer.write_user(output, "alice", make_plans("v2"))
     assert snapshot(output) == before  # tunnelblick was not written either
 
 
 def test_force_replaces_and_removes_stale_files(tmp_path: Path, open_umask: None) -> None:
     output = tmp_path / "profiles"
-    writer.write_plans(output, "alice", make_plans("v1"))
+    writer.write_user(output, "alice", make_plans("v1"))
     stale = output / "alice" / "tunnelblick" / "old.tblk" / "Contents" / "Info.plist"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"stale")
     unrelated = output / "alice" / "README.txt"  # not owned by any target: left alone
     unrelated.write_bytes(b"mine")
 
-    writer.write_plans(output, "alice", make_plans("v2"), force=True)
+    writer.write_user(output, "alice", make_plans("v2"), force=True)
 
     tree = snapshot(output / "alice")
     assert not stale.exists()
@@ -308,11 +294,11 @@ def test_failure_during_write_leaves_nothing(
     output.mkdir()
     (output / "bob").mkdir()  # another user's outputs are not touched
     (output / "bob" / "bob.ovpn").write_bytes(b"bob")
-    calls, fake = failing_on_call(3, writer._write_file)
-    monkeypatch.setattr(writer, "_write_file", fake)
+    calls, fake = failing_on_call(3, writer._write_new)
+    monkeypatch.setattr(writer, "_write_new", fake)
 
     with pytest.raises(OutputError) as info:
-        writer.write_plans(output, "alice", make_plans())
+        writer.write_user(output, "alice", make_plans())
     assert len(calls) == 3
     assert "No space left on device" in info.value.message
     assert "nothing was changed" in (info.value.hint or "")
@@ -324,13 +310,13 @@ def test_failure_during_write_with_force_keeps_earlier_outputs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     output = tmp_path / "profiles"
-    writer.write_plans(output, "alice", make_plans("v1"))
+    writer.write_user(output, "alice", make_plans("v1"))
     before = snapshot(output)
-    calls, fake = failing_on_call(3, writer._write_file)
-    monkeypatch.setattr(writer, "_write_file", fake)
+    calls, fake = failing_on_call(3, writer._write_new)
+    monkeypatch.setattr(writer, "_write_new", fake)
 
     with pytest.raises(OutputError):
-        writer.write_plans(output, "alice", make_plans("v2"), force=True)
+        writer.write_user(output, "alice", make_plans("v2"), force=True)
     assert len(calls) == 3
     assert snapshot(output) == before
 
@@ -340,14 +326,14 @@ def test_failure_while_swapping_folders_restores_earlier_outputs(
 ) -> None:
     """The second target's folder cannot be moved in: the first one is rolled back too."""
     output = tmp_path / "profiles"
-    writer.write_plans(output, "alice", make_plans("v1"))
+    writer.write_user(output, "alice", make_plans("v1"))
     before = snapshot(output)
     # renames: tunnelblick -> .old, staging -> tunnelblick, ios -> .old, staging -> ios (fails)
     calls, fake = failing_on_call(4, os.replace)
     monkeypatch.setattr(writer.os, "replace", fake)
 
     with pytest.raises(OutputError):
-        writer.write_plans(output, "alice", make_plans("v2"), force=True)
+        writer.write_user(output, "alice", make_plans("v2"), force=True)
     monkeypatch.undo()
     assert len(calls) >= 4
     assert snapshot(output) == before
@@ -357,5 +343,5 @@ def test_output_that_is_a_file(tmp_path: Path) -> None:
     output = tmp_path / "profiles"
     output.write_bytes(b"not a folder")
     with pytest.raises(OutputError, match="not a folder"):
-        writer.write_plans(output, "alice", make_plans())
+        writer.write_user(output, "alice", make_plans())
     assert output.read_bytes() == b"not a folder"

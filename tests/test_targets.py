@@ -16,18 +16,19 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from toolkit import pki
+from toolkit.ca import keys as pki
 from toolkit.check import check_profile
 from toolkit.credentials import ClientCredentials, load_pem_credentials
 from toolkit.errors import ProfileError
 from toolkit.findings import Edit
-from toolkit.generate import UserPlan, UserRequest, plan_user
-from toolkit.options import ios_fatal_reason, tunnelblick_refusal_reason
 from toolkit.package import AzurePackage, load_package
 from toolkit.passphrase import PassphraseSource
+from toolkit.plan import UserPlan, UserRequest, plan_user
 from toolkit.profile import Block, Profile
 from toolkit.sample import SampleGateway
 from toolkit.targets import TargetPlan
+from toolkit.targets.ios.options import ios_fatal_reason
+from toolkit.targets.tunnelblick.options import tunnelblick_refusal_reason
 
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 TB_PREFERENCE = "TBPreference-notOKToCheckThatIPAddressDidNotChangeAfterConnection"

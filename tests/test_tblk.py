@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tests.conftest import ClientFiles
 from toolkit.cli import app
 from toolkit.errors import ExitCode
-from toolkit.tblk import check_bundle, check_info_plist, read_bundle
+from toolkit.targets.tunnelblick import check_bundle, check_info_plist, read_bundle
 
 
 @pytest.fixture

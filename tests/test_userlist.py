@@ -16,11 +16,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from toolkit import userlist
+from toolkit.batch import userlist
+from toolkit.batch.userlist import load_user_list
 from toolkit.cli import app
 from toolkit.demo import USERS_YAML
 from toolkit.errors import ExitCode, UserListError
-from toolkit.userlist import load_user_list
 
 
 @pytest.fixture

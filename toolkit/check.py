@@ -6,18 +6,14 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
-from toolkit.credentials import (
-    UsableKey,
-    load_certificates,
-    load_private_key,
-    validate_certificate,
-)
-from toolkit.errors import CredentialsError
+from toolkit.credentials import load_certificates, load_private_key
+from toolkit.errors import CredentialsError, PassphraseRequiredError
+from toolkit.fill import find_placeholders
 from toolkit.findings import Finding
-from toolkit.inject import find_placeholders
 from toolkit.passphrase import PassphraseSource
 from toolkit.profile import Profile
 from toolkit.targets import get_targets
+from toolkit.validation import UsableKey, validate_certificate
 
 
 @dataclass(frozen=True)
@@ -81,7 +77,7 @@ def check_profile(
                 )
             except CredentialsError as exc:
                 level: Literal["error", "warning"] = (
-                    "warning" if "no passphrase was given" in exc.message else "error"
+                    "warning" if isinstance(exc, PassphraseRequiredError) else "error"
                 )
                 findings.append(
                     Finding(

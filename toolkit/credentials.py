@@ -1,80 +1,37 @@
-"""Load one user's client certificate and key (PEM or PKCS#12) and validate them for Azure.
+"""Load one user's client certificate and key (PEM or PKCS#12), and export PKCS#12.
 
-Private keys live only in :class:`ClientCredentials` and leave it only as PEM bytes for the
-profile's ``<key>`` block. Nothing here ever puts key material or a passphrase in a message.
+The one private-key loader (:func:`load_private_key`) and the one PKCS#12 exporter
+(:func:`export_pkcs12`) of the toolkit live here; the CA and the targets use them too.
+Private keys live only in :class:`ClientCredentials` and leave it only as PEM or PKCS#12 bytes
+for an output. Nothing here ever puts key material or a passphrase in a message.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from toolkit.errors import CredentialsError, UsageError
-from toolkit.findings import Finding
+from toolkit.errors import (
+    CredentialsError,
+    PassphraseRequiredError,
+    UsageError,
+    WrongPassphraseError,
+)
 from toolkit.passphrase import PassphraseSource
-from toolkit.pki import fingerprint_sha256, thumbprint_sha1
+from toolkit.validation import CertificateSummary, UsableKey
 
 MAX_CREDENTIAL_BYTES = 1024 * 1024
 PEM_CERT_BEGIN = b"-----BEGIN CERTIFICATE-----"
-WEAK_HASHES = ("sha1", "md5", "md2", "md4")
 PASSPHRASE_HINT = "give it with --passphrase-env VAR or --passphrase-file FILE"  # noqa: S105
-
-UsableKey = (
-    rsa.RSAPrivateKey
-    | ec.EllipticCurvePrivateKey
-    | ed25519.Ed25519PrivateKey
-    | ed448.Ed448PrivateKey
-)
-
-
-@dataclass(frozen=True)
-class CertificateSummary:
-    """How certificates are named everywhere: subject, issuer, expiry, thumbprint."""
-
-    subject: str
-    issuer: str
-    common_name: str | None
-    serial_hex: str
-    not_before: dt.datetime
-    not_after: dt.datetime
-    thumbprint_sha1: str
-    fingerprint_sha256: str
-
-    @classmethod
-    def of(cls, cert: x509.Certificate) -> CertificateSummary:
-        cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        cn = cns[0].value if cns else None
-        return cls(
-            subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
-            common_name=cn if isinstance(cn, str) else None,
-            serial_hex=f"{cert.serial_number:X}",
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            thumbprint_sha1=thumbprint_sha1(cert),
-            fingerprint_sha256=fingerprint_sha256(cert),
-        )
-
-    def to_json(self) -> dict[str, str | None]:
-        return {
-            "subject": self.subject,
-            "issuer": self.issuer,
-            "common_name": self.common_name,
-            "serial": self.serial_hex,
-            "not_before": self.not_before.isoformat(),
-            "not_after": self.not_after.isoformat(),
-            "thumbprint_sha1": self.thumbprint_sha1,
-            "fingerprint_sha256": self.fingerprint_sha256,
-        }
+PKCS12_MODERN_ROUNDS = 50_000
+PKCS12_LEGACY_ROUNDS = 2_048
 
 
 @dataclass(frozen=True)
@@ -100,10 +57,6 @@ class ClientCredentials:
     @property
     def cert_pem(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
-
-    @property
-    def chain_pem(self) -> bytes:
-        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.chain)
 
     @property
     def key_pem(self) -> bytes:
@@ -188,8 +141,18 @@ def _key_is_encrypted(data: bytes) -> bool:
     return b"ENCRYPTED PRIVATE KEY" in data or b"Proc-Type: 4,ENCRYPTED" in data
 
 
-def load_private_key(data: bytes, label: str, passphrase: PassphraseSource) -> UsableKey:
-    """A PEM private key: plain, encrypted PKCS#8, or encrypted traditional (Proc-Type)."""
+def load_private_key(
+    data: bytes,
+    label: str,
+    passphrase: PassphraseSource | bytes | None,
+    *,
+    what: str = "private key",
+    hint: str = PASSPHRASE_HINT,
+) -> UsableKey:
+    """A PEM private key: plain, encrypted PKCS#8, or encrypted traditional (Proc-Type).
+
+    ``passphrase`` is a source (resolved, and prompted for, only when the key is encrypted) or
+    the passphrase itself (the CA, opened with bytes it already has)."""
     if b"PRIVATE KEY-----" not in data:
         raise CredentialsError(
             f"{label}: no PEM private key in it",
@@ -197,32 +160,37 @@ def load_private_key(data: bytes, label: str, passphrase: PassphraseSource) -> U
         )
     password: bytes | None = None
     if _key_is_encrypted(data):
-        password = passphrase.resolve(label)
+        if isinstance(passphrase, PassphraseSource):
+            password = passphrase.resolve(label)
+        else:
+            password = passphrase or None
         if password is None:
-            raise CredentialsError(
-                f"{label}: the private key is encrypted and no passphrase was given",
-                hint=PASSPHRASE_HINT,
+            raise PassphraseRequiredError(
+                f"{label}: the {what} is encrypted and no passphrase was given", hint=hint
             )
     try:
         key = serialization.load_pem_private_key(data, password=password)
     except TypeError as exc:  # a password for a plain key, or the reverse
         raise CredentialsError(
-            f"{label}: the private key is not encrypted but a passphrase was given",
+            f"{label}: the {what} is not encrypted but a passphrase was given",
             hint="drop --passphrase-env/--passphrase-file for this key",
         ) from exc
     except ValueError as exc:
         if password is not None:
-            raise CredentialsError(
-                f"{label}: wrong passphrase for the private key ({passphrase.describe()})",
+            source = (
+                f" ({passphrase.describe()})" if isinstance(passphrase, PassphraseSource) else ""
+            )
+            raise WrongPassphraseError(
+                f"{label}: wrong passphrase for the {what}{source}",
                 hint="check the passphrase; it is never shown",
             ) from exc
         raise CredentialsError(
-            f"{label}: the private key cannot be parsed",
+            f"{label}: the {what} cannot be parsed",
             hint="the file is damaged or not a private key",
         ) from exc
     except UnsupportedAlgorithm as exc:
         raise CredentialsError(
-            f"{label}: the private key uses an unsupported algorithm or encryption",
+            f"{label}: the {what} uses an unsupported algorithm or encryption",
             hint="re-export it as PKCS#8: openssl pkcs8 -topk8 -in OLD -out NEW",
         ) from exc
     return _usable_key(key, label)
@@ -297,7 +265,7 @@ def load_pfx_credentials(
     if loaded is None and password is None and _looks_like_pkcs12(data):
         prompted = passphrase.resolve(label)
         if prompted is None:
-            raise CredentialsError(
+            raise PassphraseRequiredError(
                 f"{label}: the PKCS#12 file is password protected and no passphrase was given",
                 hint=PASSPHRASE_HINT,
             )
@@ -308,7 +276,7 @@ def load_pfx_credentials(
             loaded = None
     if loaded is None:
         if password is not None and _looks_like_pkcs12(data):
-            raise CredentialsError(
+            raise WrongPassphraseError(
                 f"{label}: wrong passphrase for the PKCS#12 file ({passphrase.describe()})",
                 hint="check the passphrase; it is never shown",
             )
@@ -367,191 +335,50 @@ def load_roots(paths: Sequence[Path]) -> list[x509.Certificate]:
     return roots
 
 
-# --- validation -------------------------------------------------------------------------------
-def _public_key_matches(cert: x509.Certificate, key: UsableKey) -> bool:
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    enc = serialization.Encoding.DER
-    return bool(cert.public_key().public_bytes(enc, fmt) == key.public_key().public_bytes(enc, fmt))
-
-
-def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    try:
-        child.verify_directly_issued_by(parent)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-        return False
-    return True
-
-
-def chains_to(
-    leaf: x509.Certificate, chain: Sequence[x509.Certificate], roots: Sequence[x509.Certificate]
-) -> x509.Certificate | None:
-    """The root that (via ``chain``) issued ``leaf``, or None. Signatures are checked."""
-    current = leaf
-    seen: list[x509.Certificate] = []
-    for _ in range(len(chain) + 1):
-        for root in roots:
-            if _issued_by(current, root):
-                return root
-        parent = next((c for c in chain if c not in seen and _issued_by(current, c)), None)
-        if parent is None:
-            return None
-        seen.append(parent)
-        current = parent
-    return None
-
-
-def describe_cert(cert: x509.Certificate) -> str:
-    summary = CertificateSummary.of(cert)
-    return f"'{summary.common_name or summary.subject}' (thumbprint {summary.thumbprint_sha1})"
-
-
-def validate_credentials(
-    creds: ClientCredentials,
+def export_pkcs12(
+    key: UsableKey,
+    certificate: x509.Certificate,
+    chain: Sequence[x509.Certificate],
+    password: bytes,
     *,
-    roots: Sequence[x509.Certificate] = (),
-    targets: Sequence[str] = (),
-    warn_days: int = 30,
-    now: dt.datetime | None = None,
-) -> list[Finding]:
-    """Every problem with the credentials, errors first. Nothing is raised here."""
-    return validate_certificate(
-        creds.certificate,
-        creds.private_key,
-        chain=creds.chain,
-        cert_source=creds.cert_source,
-        key_source=creds.key_source,
-        roots=roots,
-        targets=targets,
-        warn_days=warn_days,
-        now=now,
+    friendly_name: str,
+    legacy: bool = False,
+) -> bytes:
+    """A password-protected PKCS#12: AES-256-CBC/PBKDF2 + SHA-256 MAC, or with ``legacy``
+    PBE-SHA1-3DES + SHA-1 MAC, the only form iOS/macOS import (OpenSSL 3 defaults fail there
+    with "wrong password") and older Windows too."""
+    if not password:
+        raise CredentialsError("the PKCS#12 password is empty", hint="give a non-empty password")
+    builder = serialization.PrivateFormat.PKCS12.encryption_builder()
+    if legacy:
+        builder = (
+            builder.kdf_rounds(PKCS12_LEGACY_ROUNDS)
+            .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+            .hmac_hash(hashes.SHA1())  # noqa: S303 - what the legacy format requires
+        )
+    else:
+        builder = (
+            builder.kdf_rounds(PKCS12_MODERN_ROUNDS)
+            .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+            .hmac_hash(hashes.SHA256())
+        )
+    return pkcs12.serialize_key_and_certificates(
+        friendly_name.encode("utf-8"),
+        key,
+        certificate,
+        list(chain) or None,
+        builder.build(password),
     )
 
 
-def validate_certificate(
-    cert: x509.Certificate,
-    private_key: UsableKey | None,
-    *,
-    chain: Sequence[x509.Certificate] = (),
-    cert_source: str = "",
-    key_source: str = "",
-    roots: Sequence[x509.Certificate] = (),
-    targets: Sequence[str] = (),
-    warn_days: int = 30,
-    now: dt.datetime | None = None,
-) -> list[Finding]:
-    """The checks of :func:`validate_credentials`; the key check only when a key is given."""
-    now = now or dt.datetime.now(dt.UTC)
-    label = cert_source or "certificate"
-    who = describe_cert(cert)
-    findings: list[Finding] = []
-
-    def error(code: str, message: str, hint: str | None = None) -> None:
-        findings.append(Finding("error", code, message, hint))
-
-    def warning(code: str, message: str, hint: str | None = None) -> None:
-        findings.append(Finding("warning", code, message, hint))
-
-    if private_key is not None and not _public_key_matches(cert, private_key):
-        error(
-            "key-mismatch",
-            f"{key_source}: the private key does not belong to the certificate {who} in {label}",
-            "pass the key that was generated with this certificate",
-        )
-    if now > cert.not_valid_after_utc:
-        error(
-            "expired",
-            f"{label}: certificate {who} expired on {cert.not_valid_after_utc:%Y-%m-%d}",
-            "issue a new client certificate (ovpn-toolkit ca issue / ca renew)",
-        )
-    elif now < cert.not_valid_before_utc:
-        error(
-            "not-yet-valid",
-            f"{label}: certificate {who} is not valid before "
-            f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
-            "check the clock of the machine that issued it, or wait until then",
-        )
-    elif cert.not_valid_after_utc - now < dt.timedelta(days=warn_days):
-        days_left = (cert.not_valid_after_utc - now).days
-        warning(
-            "expires-soon",
-            f"{label}: certificate {who} expires in {days_left} days "
-            f"({cert.not_valid_after_utc:%Y-%m-%d})",
-            "plan a renewal (ovpn-toolkit ca renew)",
-        )
-    try:
-        eku = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-    except x509.ExtensionNotFound:
-        eku = []
-    if ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
-        error(
-            "no-client-auth",
-            f"{label}: certificate {who} has no Client Authentication extended key usage",
-            "Azure requires EKU 1.3.6.1.5.5.7.3.2; issue a client certificate "
-            "(ovpn-toolkit ca issue)",
-        )
-    elif eku[0] != ExtendedKeyUsageOID.CLIENT_AUTH:
-        warning(
-            "client-auth-not-first",
-            f"{label}: Client Authentication is not the first extended key usage of {who}",
-            "Microsoft asks for it to be the first entry; reissue if the gateway refuses it",
-        )
-    algorithm = cert.signature_hash_algorithm
-    if algorithm is not None and algorithm.name in WEAK_HASHES:
-        error(
-            "weak-signature",
-            f"{label}: certificate {who} is signed with {algorithm.name.upper()}",
-            "OpenVPN Connect rejects SHA-1 signatures ('ca md too weak'); reissue with SHA-256",
-        )
-    public_key = cert.public_key()
-    if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < 2048:
-        error(
-            "weak-key",
-            f"{label}: certificate {who} has an RSA key of {public_key.key_size} bits",
-            "use RSA 2048 bits or more",
-        )
-    elif isinstance(public_key, ec.EllipticCurvePublicKey):
-        warning(
-            "ec-key",
-            f"{label}: certificate {who} has an EC key; Azure documents RSA keys only",
-            "if the gateway refuses it, reissue with --key-type rsa2048",
-        )
-    if roots and chains_to(cert, chain, roots) is None:
-        names = ", ".join(describe_cert(r) for r in roots)
-        error(
-            "untrusted-issuer",
-            f"{label}: certificate {who} is not issued by any given root ({names})",
-            "pass the P2S root uploaded to the gateway with --root, and intermediates with --chain",
-        )
-    if chain and "ios" in targets:
-        warning(
-            "ios-intermediates",
-            f"{label}: {len(chain)} intermediate certificate(s) go into the ios profile",
-            "OpenVPN Connect 3.x needs intermediates uploaded to the gateway instead",
-        )
-    findings.sort(key=lambda f: f.level != "error")
-    return findings
-
-
-def errors_of(findings: Iterable[Finding]) -> list[Finding]:
-    return [f for f in findings if f.level == "error"]
-
-
-def raise_for_errors(findings: Sequence[Finding]) -> None:
-    """Raise the first error (noting how many more there are)."""
-    errors = errors_of(findings)
-    if errors:
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise CredentialsError(first.message + more, first.hint)
-
-
 __all__ = [
-    "CertificateSummary",
     "ClientCredentials",
-    "chains_to",
+    "UsableKey",
+    "export_pkcs12",
+    "load_certificates",
+    "load_credentials",
     "load_pem_credentials",
     "load_pfx_credentials",
+    "load_private_key",
     "load_roots",
-    "raise_for_errors",
-    "validate_credentials",
 ]

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit import ca
-from toolkit.batch import BatchResult, BatchSettings, default_jobs, run_batch
+from toolkit.batch import BatchResult, BatchSettings, default_jobs, load_user_list, run_batch
 from toolkit.errors import OutputError
-from toolkit.fsutil import atomic_write, ensure_private_dir
+from toolkit.output import atomic_write, ensure_private_dir, remove_tree
 from toolkit.sample import make_gateway
-from toolkit.userlist import load_user_list
 
 DEMO_NOTE = """\
 This folder was made by `ovpn-toolkit demo`. Everything in it is DEMO material:
@@ -71,14 +70,12 @@ def run_demo(folder: Path, *, force: bool = False, jobs: int | None = None) -> D
             hint="pass --force to replace the demo there, or choose another --output",
         )
     if folder.exists() and force:
-        import shutil
-
         if not (folder / "DEMO-README.txt").exists() and any(folder.iterdir()):
             raise OutputError(
                 f"{folder}: is not a folder made by 'ovpn-toolkit demo'; refusing to replace it",
                 hint="choose another --output",
             )
-        shutil.rmtree(folder)
+        remove_tree(folder)
     ensure_private_dir(folder)
     atomic_write(folder / "DEMO-README.txt", DEMO_NOTE.encode())
     package = folder / "DEMO-VNet1GW.zip"

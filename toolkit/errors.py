@@ -24,8 +24,6 @@ class ExitCode(enum.IntEnum):
 class ToolkitError(Exception):
     """Base class: a one-line message plus an optional hint."""
 
-    exit_code: ExitCode = ExitCode.INPUT
-
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -33,6 +31,10 @@ class ToolkitError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return exit_code_for(self)
 
 
 class UsageError(ToolkitError):
@@ -49,6 +51,14 @@ class ProfileError(ToolkitError):
 
 class CredentialsError(ToolkitError):
     """Certificate, key, PKCS#12 or passphrase problems."""
+
+
+class PassphraseRequiredError(CredentialsError):
+    """A key or PKCS#12 is encrypted and no passphrase source was given."""
+
+
+class WrongPassphraseError(CredentialsError):
+    """The passphrase given does not decrypt the key or PKCS#12."""
 
 
 class UserListError(ToolkitError):
@@ -73,7 +83,20 @@ class CAError(ToolkitError):
     """The certificate authority folder or ledger cannot be used."""
 
 
+class LockedError(CAError):
+    """Another process holds the lock (the CA ledger) for longer than we wait."""
+
+
 class OutputError(ToolkitError):
     """Output exists without --force, or cannot be written."""
 
-    exit_code = ExitCode.OUTPUT
+
+# The one place that maps errors to exit codes (docs/reference/exit-codes.md); most specific first.
+EXIT_CODES: tuple[tuple[type[ToolkitError], ExitCode], ...] = (
+    (OutputError, ExitCode.OUTPUT),
+    (ToolkitError, ExitCode.INPUT),
+)
+
+
+def exit_code_for(exc: ToolkitError) -> ExitCode:
+    return next(code for kind, code in EXIT_CODES if isinstance(exc, kind))

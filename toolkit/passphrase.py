@@ -1,14 +1,14 @@
 """Where a passphrase comes from: an environment variable, a file, or a hidden prompt.
 
 Never from the command line (shell history, ``ps``). The value is returned as bytes and
-never appears in any message.
+never appears in any message. The core never reads the process environment itself: the CLI
+hands in the mapping to look variables up in (``environ``), and the terminal prompt.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import CredentialsError
@@ -18,11 +18,13 @@ Prompt = Callable[[str], str]
 
 @dataclass(frozen=True)
 class PassphraseSource:
-    """At most one of ``env``/``file``; ``prompt`` is the CLI's hidden prompt, if interactive."""
+    """At most one of ``env``/``file``; ``prompt`` is the CLI's hidden prompt, if interactive;
+    ``environ`` is where ``env`` is looked up (the CLI passes the process environment)."""
 
     env: str | None = None
     file: Path | None = None
     prompt: Prompt | None = None
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __repr__(self) -> str:  # never show a prompt callable's closure or a value
         return f"PassphraseSource(env={self.env!r}, file={self.file!r})"
@@ -46,7 +48,7 @@ class PassphraseSource:
                 hint="use only one of --passphrase-env and --passphrase-file",
             )
         if self.env:
-            value = os.environ.get(self.env)
+            value = self.environ.get(self.env)
             if value is None:
                 raise CredentialsError(
                     f"{what}: environment variable {self.env} is not set",

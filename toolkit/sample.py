@@ -13,7 +13,7 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Literal
 
-from toolkit import pki
+from toolkit.ca import keys as pki
 
 Dialect = Literal["classic", "chain"]
 

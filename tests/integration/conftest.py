@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit import pki
+from toolkit.ca import keys as pki
 from toolkit.sample import SampleGateway, make_gateway
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from toolkit import ca, pki
+from toolkit import ca
+from toolkit.ca import keys as pki
 from toolkit.cli import app
 from toolkit.sample import SampleGateway
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import pki
+from toolkit.ca import keys as pki
 from toolkit.sample import SampleGateway
 
 from .gateway import (

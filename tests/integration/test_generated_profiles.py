@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from toolkit import pki
+from toolkit.ca import keys as pki
 from toolkit.cli import app
 from toolkit.sample import SampleGateway
 

@@ -1,9 +1,9 @@
-"""Output targets: one class per client, all with the same small interface."""
+"""Output targets: one per client, each with everything about that client, one interface."""
 
 from __future__ import annotations
 
 from toolkit.errors import UsageError
-from toolkit.targets.base import PlannedFile, Target, TargetContext, TargetPlan
+from toolkit.targets.base import Target, TargetContext, TargetPlan
 from toolkit.targets.ios import IOSTarget
 from toolkit.targets.mobileconfig import MobileconfigTarget
 from toolkit.targets.openvpn import OpenVPNTarget
@@ -30,12 +30,4 @@ def get_targets(names: list[str] | tuple[str, ...] | None) -> list[Target]:
     return chosen
 
 
-__all__ = [
-    "DEFAULT_TARGETS",
-    "TARGETS",
-    "PlannedFile",
-    "Target",
-    "TargetContext",
-    "TargetPlan",
-    "get_targets",
-]
+__all__ = ["DEFAULT_TARGETS", "TARGETS", "Target", "TargetContext", "TargetPlan", "get_targets"]

@@ -1,52 +1,74 @@
-"""The interface every output target implements: adapt the profile, render files, lint."""
+"""The interface every output target implements: adapt the profile, render files, lint, and
+say what the administrator sends and what the user does next."""
 
 from __future__ import annotations
 
 import abc
+import hashlib
+import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
+from toolkit.credentials import ClientCredentials
 from toolkit.findings import Edit, Finding
-from toolkit.options import FILE_OPTIONS
+from toolkit.output import PlannedFile
 from toolkit.profile import Directive, Profile
 
-FILE_MODE = 0o600
+# Options that name a file instead of an inline block.
+FILE_OPTIONS = frozenset(
+    {
+        "ca",
+        "cert",
+        "key",
+        "tls-auth",
+        "tls-crypt",
+        "tls-crypt-v2",
+        "extra-certs",
+        "pkcs12",
+        "crl-verify",
+        "auth-user-pass",
+        "http-proxy-user-pass",
+        "dh",
+    }
+)
 
 
 @dataclass(frozen=True)
 class TargetContext:
-    """What a target needs besides the profile."""
+    """What a target needs besides the profile. ``credentials`` is None only when previewing
+    (``inspect``), before any credentials are loaded."""
 
     name: str
     display_name: str
     gateway_id: str
-    bundle_version: str = "1"
+    credentials: ClientCredentials | None = field(default=None, repr=False)
     disable_dco: bool = False
     key_passphrase: bytes | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True)
-class PlannedFile:
-    """A file to write, relative to ``OUTPUT/<name>/``."""
-
-    path: str
-    data: bytes = field(repr=False)
-    mode: int = FILE_MODE
-
-
 @dataclass
 class TargetPlan:
+    """One target's outputs: files (under the folder named like the target), edits, warnings;
+    ``deliverable`` is the one file the administrator sends for this target."""
+
     target: str
-    folder: str  # the folder (relative to OUTPUT/<name>) that this target owns
     files: list[PlannedFile]
     edits: list[Edit]
     warnings: list[Finding]
+    deliverable: PlannedFile
+
+    @property
+    def folder(self) -> str:
+        return self.target
 
 
 class Target(abc.ABC):
     name: ClassVar[str]
     title: ClassVar[str]
+    platform: ClassVar[str]  # who uses it, for the next-step line: "Mac", "iPhone", ...
 
     @abc.abstractmethod
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
@@ -56,16 +78,49 @@ class Target(abc.ABC):
 
     @abc.abstractmethod
     def render(self, profile: Profile, ctx: TargetContext) -> list[PlannedFile]:
-        """The files for an adapted profile with credentials filled."""
+        """The files for an adapted profile with credentials filled; the first is the one to
+        send (see :meth:`plan`)."""
 
     @abc.abstractmethod
     def lint(self, profile: Profile) -> list[Finding]:
         """Problems of a finished profile for this client (used by ``check``)."""
 
+    @abc.abstractmethod
+    def next_step(self, file_to_send: Path) -> str:
+        """One line for the administrator: what to send and what the user does with it."""
+
+    def deliverable(self, files: list[PlannedFile]) -> PlannedFile:
+        """The file the administrator sends (by default the first one rendered)."""
+        return files[0]
+
     def plan(
         self, profile: Profile, ctx: TargetContext, edits: list[Edit], warnings: list[Finding]
     ) -> TargetPlan:
-        return TargetPlan(self.name, self.name, self.render(profile, ctx), edits, warnings)
+        files = self.render(profile, ctx)
+        return TargetPlan(self.name, files, edits, warnings, self.deliverable(files))
+
+
+def require_credentials(ctx: TargetContext) -> ClientCredentials:
+    if ctx.credentials is None:  # pragma: no cover - plan_user always passes them
+        raise ValueError("this target renders from loaded credentials")
+    return ctx.credentials
+
+
+def bundle_identifier(gateway_id: str, name: str) -> str:
+    """A reverse-DNS identifier stable per gateway and user (only ``A-Z a-z 0-9 . -``): the
+    same user re-issued replaces the installed profile instead of adding a second one."""
+
+    def slug(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")[:40] or "x"
+
+    digest = hashlib.sha256(f"{gateway_id}\0{name}".encode()).hexdigest()[:8]
+    return f"net.ovpn-toolkit.{slug(gateway_id)}.{slug(name)}-{digest}"
+
+
+def stable_uuid(*parts: str) -> str:
+    """A UUID derived from ``parts``: the same inputs always give the same payload UUID."""
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4)).upper()
 
 
 def file_references(profile: Profile) -> list[Directive]:

@@ -9,19 +9,20 @@ does not document it and it has not been tried on a device by this project (see 
 from __future__ import annotations
 
 import base64
-import hashlib
 import secrets
-import uuid
+from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.serialization import pkcs12
-
-from toolkit.credentials import UsableKey, load_certificates
-from toolkit.errors import ProfileError
+from toolkit.credentials import export_pkcs12
 from toolkit.findings import Edit, Finding
-from toolkit.naming import bundle_identifier
+from toolkit.output import PlannedFile
 from toolkit.profile import Block, Directive, Profile, quote_arg
-from toolkit.targets.base import PlannedFile, Target, TargetContext
+from toolkit.targets.base import (
+    Target,
+    TargetContext,
+    bundle_identifier,
+    require_credentials,
+    stable_uuid,
+)
 from toolkit.targets.ios import IOSTarget
 from toolkit.templating import render
 
@@ -50,40 +51,23 @@ def vendor_config(profile: Profile) -> list[tuple[str, str]]:
     return pairs
 
 
-def _uuid(*parts: str) -> str:
-    """Stable UUIDs: re-issuing the same user replaces the installed profile."""
-    digest = hashlib.sha256("\0".join(parts).encode()).digest()
-    return str(uuid.UUID(bytes=digest[:16], version=4)).upper()
-
-
-def _pkcs12(profile: Profile, name: str, password: bytes, ctx: TargetContext) -> bytes:
-    cert_block, key_block = profile.block("cert"), profile.block("key")
-    if cert_block is None or key_block is None:
-        raise ProfileError(f"{profile.source}: no <cert>/<key> to build the identity from")
-    certs = load_certificates(cert_block.content.encode(), "<cert>")
-    key_pem = key_block.content.encode()
-    encrypted = b"ENCRYPTED" in key_pem
-    key = serialization.load_pem_private_key(
-        key_pem, password=ctx.key_passphrase if encrypted else None
-    )
-    if not isinstance(key, UsableKey):  # pragma: no cover - the key was written by us
-        raise ProfileError(f"{profile.source}: unsupported key type in <key>")
-    # iOS refuses OpenSSL 3's default AES/PBKDF2 PKCS#12 ("wrong password"): 3DES + SHA-1 MAC
-    encryption = (
-        serialization.PrivateFormat.PKCS12.encryption_builder()
-        .kdf_rounds(2048)
-        .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
-        .hmac_hash(hashes.SHA1())  # noqa: S303 - what iOS accepts
-        .build(password)
-    )
-    return pkcs12.serialize_key_and_certificates(
-        name.encode(), key, certs[0], certs[1:] or None, encryption
+def _pkcs12(ctx: TargetContext, password: bytes) -> bytes:
+    """The identity payload: the loaded credentials, in the form iOS imports."""
+    creds = require_credentials(ctx)
+    return export_pkcs12(
+        creds.private_key,
+        creds.certificate,
+        creds.chain,
+        password,
+        friendly_name=ctx.name,
+        legacy=True,
     )
 
 
 class MobileconfigTarget(Target):
     name = "mobileconfig"
     title = "OpenVPN Connect via MDM (.mobileconfig)"
+    platform = "MDM"
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         edits, warnings = IOSTarget().adapt(profile, ctx)
@@ -102,21 +86,26 @@ class MobileconfigTarget(Target):
         # with --key-passphrase the user types it at install; else a random one rides along
         password = ctx.key_passphrase or secrets.token_urlsafe(18).encode()
         identifier = bundle_identifier(ctx.gateway_id, ctx.name)
-        cert_block = profile.block("cert")
-        seed = cert_block.content if cert_block else ""
+        seed = require_credentials(ctx).summary.thumbprint_sha1
         data = render(
             "ios/connect.mobileconfig.j2",
             identifier=identifier,
             display_name=ctx.display_name,
             name=ctx.name,
             password=None if ctx.key_passphrase else password.decode(),
-            pkcs12_base64=base64.b64encode(_pkcs12(profile, ctx.name, password, ctx)).decode(),
-            identity_uuid=_uuid(identifier, "identity", seed),
-            vpn_uuid=_uuid(identifier, "vpn"),
-            profile_uuid=_uuid(identifier, "profile"),
+            pkcs12_base64=base64.b64encode(_pkcs12(ctx, password)).decode(),
+            identity_uuid=stable_uuid(identifier, "identity", seed),
+            vpn_uuid=stable_uuid(identifier, "vpn"),
+            profile_uuid=stable_uuid(identifier, "profile"),
             vendor_config=vendor_config(profile),
         )
         return [PlannedFile(f"{self.name}/{ctx.name}.mobileconfig", data.encode("utf-8"))]
 
     def lint(self, profile: Profile) -> list[Finding]:
         return IOSTarget().lint(profile)
+
+    def next_step(self, file_to_send: Path) -> str:
+        return (
+            f"MDM: upload {file_to_send} to Intune/Jamf as a custom iOS configuration profile; "
+            "test on one device first (docs/how-to/ios.md)"
+        )

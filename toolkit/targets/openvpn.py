@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from toolkit.findings import Edit, Finding
+from toolkit.output import PlannedFile
 from toolkit.profile import Comment, Directive, Profile
-from toolkit.targets.base import PlannedFile, Target, TargetContext
+from toolkit.targets.base import Target, TargetContext
 
 
 class OpenVPNTarget(Target):
     name = "openvpn"
     title = "OpenVPN 2.x (Linux, Windows)"
+    platform = "Linux/Windows"
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         if not ctx.disable_dco or profile.first("disable-dco") is not None:
@@ -35,3 +39,6 @@ class OpenVPNTarget(Target):
 
     def lint(self, profile: Profile) -> list[Finding]:
         return []
+
+    def next_step(self, file_to_send: Path) -> str:
+        return f"Linux/Windows: openvpn --config {file_to_send} (docs/how-to/openvpn.md)"

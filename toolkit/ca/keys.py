@@ -1,29 +1,33 @@
 """In-memory certificate primitives: keys, a P2S root, client and server certificates.
 
-Used by the demo, the certificate authority (``toolkit.ca``) and the tests. Nothing here
+Used by the certificate authority, the demo's synthetic package and the tests. Nothing here
 touches the file system; callers decide where the bytes go.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import secrets
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-KeyType = Literal["rsa2048", "rsa3072", "rsa4096", "ec256"]
+from toolkit.validation import fingerprint_sha256, thumbprint_sha1
+
+KeyType = Literal["rsa2048", "rsa3072", "rsa4096"]
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
-KEY_TYPES: tuple[KeyType, ...] = ("rsa2048", "rsa3072", "rsa4096", "ec256")
+# The one list of key types the toolkit issues (CA, users.yaml); Azure documents RSA only.
+KEY_TYPES: tuple[KeyType, ...] = get_args(KeyType)
 
 
-def generate_key(key_type: KeyType = "rsa2048") -> PrivateKey:
-    """A fresh private key of the given type."""
+def generate_key(key_type: KeyType | Literal["ec256"] = "rsa2048") -> PrivateKey:
+    """A fresh private key of the given type (``ec256`` only for tests of EC handling)."""
     if key_type == "ec256":
         return ec.generate_private_key(ec.SECP256R1())
     bits = int(key_type.removeprefix("rsa"))
@@ -192,19 +196,8 @@ def issue_server_certificate(
     )
 
 
-def thumbprint_sha1(cert: x509.Certificate) -> str:
-    """Azure's certificate thumbprint: SHA-1 of the DER, upper-case hex, no separators."""
-    return cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - identifier, not security
-
-
-def fingerprint_sha256(cert: x509.Certificate) -> str:
-    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
-
-
 def azure_public_cert_data(cert: x509.Certificate) -> str:
     """The one-line base64 DER that the Azure portal calls "public certificate data"."""
-    import base64
-
     return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")
 
 
@@ -217,3 +210,21 @@ def generate_tls_auth_key() -> str:
         + "\n".join(lines)
         + "\n-----END OpenVPN Static key V1-----\n"
     )
+
+
+__all__ = [
+    "KEY_TYPES",
+    "IssuedCertificate",
+    "KeyType",
+    "PrivateKey",
+    "azure_public_cert_data",
+    "create_root",
+    "fingerprint_sha256",
+    "generate_key",
+    "generate_tls_auth_key",
+    "issue_certificate",
+    "issue_server_certificate",
+    "random_serial",
+    "thumbprint_sha1",
+    "utcnow",
+]

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import zipfile
+from pathlib import Path
 
 from toolkit.errors import ProfileError
 from toolkit.findings import Edit, Finding
-from toolkit.naming import TUNNELBLICK_FORBIDDEN, bundle_identifier
-from toolkit.options import TUNNELBLICK_UNSAFE, tunnelblick_refusal_reason
+from toolkit.output import PlannedFile
 from toolkit.profile import Profile
 from toolkit.targets.base import (
-    PlannedFile,
     Target,
     TargetContext,
+    bundle_identifier,
     file_references,
     lint_directives,
     remove_directives,
+    require_credentials,
+)
+from toolkit.targets.tunnelblick.options import (
+    TUNNELBLICK_FORBIDDEN,
+    TUNNELBLICK_UNSAFE,
+    tunnelblick_refusal_reason,
 )
 from toolkit.templating import render
 
@@ -38,6 +45,12 @@ def _config_problems(data: bytes) -> list[str]:
     return problems
 
 
+def bundle_version(issued: dt.datetime) -> str:
+    """CFBundleVersion from the certificate's not-before: a newer certificate is a newer version,
+    the same inputs always give the same version (idempotent re-runs)."""
+    return issued.astimezone(dt.UTC).strftime("%Y%m%d.%H%M%S")
+
+
 def _zip(entries: list[tuple[str, bytes | None]]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -57,6 +70,7 @@ def _zip(entries: list[tuple[str, bytes | None]]) -> bytes:
 class TunnelblickTarget(Target):
     name = "tunnelblick"
     title = "Tunnelblick (macOS)"
+    platform = "Mac"
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         refs = file_references(profile)
@@ -113,7 +127,9 @@ class TunnelblickTarget(Target):
         plist = render(
             "tunnelblick/Info.plist.j2",
             bundle_identifier=bundle_identifier(ctx.gateway_id, ctx.name),
-            bundle_version=ctx.bundle_version,
+            bundle_version=bundle_version(
+                require_credentials(ctx).certificate.not_valid_before_utc
+            ),
         ).encode("utf-8")
         bundle = f"{ctx.name}.tblk"
         zipped = _zip(
@@ -126,11 +142,17 @@ class TunnelblickTarget(Target):
             ]
         )
         folder = self.name
-        return [
+        return [  # the zip first: it is the one file to send
+            PlannedFile(f"{folder}/{bundle}.zip", zipped),
             PlannedFile(f"{folder}/{bundle}/Contents/Resources/config.ovpn", config),
             PlannedFile(f"{folder}/{bundle}/Contents/Info.plist", plist),
-            PlannedFile(f"{folder}/{bundle}.zip", zipped),
         ]
+
+    def next_step(self, file_to_send: Path) -> str:
+        return (
+            f"Mac: send {file_to_send}; the user unzips it and double-clicks the .tblk "
+            "(docs/how-to/tunnelblick.md)"
+        )
 
     def lint(self, profile: Profile) -> list[Finding]:
         findings = lint_directives(profile, tunnelblick_refusal_reason)

@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 
 from toolkit.errors import ProfileError
 from toolkit.findings import Finding
-from toolkit.naming import TUNNELBLICK_FORBIDDEN
+from toolkit.targets.tunnelblick.options import TUNNELBLICK_FORBIDDEN
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 ALLOWED_EXTENSIONS = frozenset(

@@ -1,4 +1,8 @@
-"""Names that become files, bundles and identifiers: checked, derived, never escaping OUTPUT."""
+"""Names that become files, bundles, certificate names and identifiers: the one name check.
+
+A user's name is a file name, a Tunnelblick bundle name and a CA certificate name at once, so
+one rule (:func:`check_name`) serves every command; names never escape OUTPUT.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,12 @@ import re
 import unicodedata
 
 from toolkit.errors import UsageError
+from toolkit.targets.tunnelblick.options import TUNNELBLICK_FORBIDDEN
 
 MAX_NAME = 64
 MAX_DISPLAY_NAME = 100
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
-# Tunnelblick's forbidden characters (path components of a .tblk)
-TUNNELBLICK_FORBIDDEN = set("\\!#&;:~|?'\"<>^[]{}$%*/")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]*$"  # also published in the users.yaml JSON Schema
+_NAME = re.compile(NAME_PATTERN)
 _WINDOWS_RESERVED = {
     "con",
     "prn",
@@ -69,12 +73,12 @@ def fold(name: str) -> str:
     return sanitize_name(name).casefold()
 
 
-def check_display_name(text: str) -> str:
+def check_display_name(text: str, what: str = "--display-name") -> str:
     if not text.strip():
-        raise UsageError("--display-name is empty", hint="give a human-readable profile name")
+        raise UsageError(f"{what} is empty", hint="give a human-readable profile name")
     if len(text) > MAX_DISPLAY_NAME or any(unicodedata.category(c).startswith("C") for c in text):
         raise UsageError(
-            f"--display-name {text[:40]!r} is too long or holds control characters",
+            f"{what} {text[:40]!r} is too long or holds control characters",
             hint=f"use one line of at most {MAX_DISPLAY_NAME} characters",
         )
     return text

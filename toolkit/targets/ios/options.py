@@ -1,59 +1,7 @@
-"""What each client does with each OpenVPN option (see docs/reference and shared/reference).
-
-Tables only: the targets decide what to do with a match.
-"""
+"""What the OpenVPN 3 core (OpenVPN Connect) does with each OpenVPN option (see
+docs/reference/targets.md and shared/reference/openvpn-connect.md). Tables only."""
 
 from __future__ import annotations
-
-# Tunnelblick refuses these at install time.
-TUNNELBLICK_REFUSED = frozenset({"log", "log-append", "syslog", "config"})
-# Windows-only options Tunnelblick refuses.
-TUNNELBLICK_WINDOWS_ONLY = frozenset(
-    {
-        "allow-nonadmin",
-        "cryptoapicert",
-        "dhcp-release",
-        "dhcp-renew",
-        "pause-exit",
-        "register-dns",
-        "service",
-        "show-adapters",
-        "show-net",
-        "show-net-up",
-        "show-valid-subnets",
-        "tap-sleep",
-        "win-sys",
-        "windows-driver",
-        "block-outside-dns",
-        "ip-win32",
-        "route-method",
-    }
-)
-# Tunnelblick comments these out when they name relative paths; a bundle carries no such files.
-TUNNELBLICK_RELATIVE_PATHS = frozenset(
-    {"status", "writepid", "replay-persist", "ifconfig-pool-persist", "tls-export-cert", "tmp-dir"}
-)
-# Not on Tunnelblick's safe list: they raise "might TAKE COMPLETE CONTROL" dialogs.
-TUNNELBLICK_UNSAFE = frozenset(
-    {
-        "providers",
-        "dns",
-        "compat-mode",
-        "tun-mtu-max",
-        "session-timeout",
-        "up",
-        "down",
-        "route-up",
-        "route-pre-down",
-        "ipchange",
-        "tls-verify",
-        "learn-address",
-        "plugin",
-        "auth-user-pass-verify",
-        "client-connect",
-        "client-disconnect",
-    }
-)
 
 # OpenVPN 3 core (OpenVPN Connect): fatal at connect time.
 IOS_NOT_IMPLEMENTED = frozenset(
@@ -161,24 +109,6 @@ IOS_REMOVED = frozenset(
 # Options that cannot be fixed by removal: the profile would not work without them.
 IOS_UNFIXABLE = frozenset({"secret", "pkcs12"})
 
-# Options that name a file instead of an inline block.
-FILE_OPTIONS = frozenset(
-    {
-        "ca",
-        "cert",
-        "key",
-        "tls-auth",
-        "tls-crypt",
-        "tls-crypt-v2",
-        "extra-certs",
-        "pkcs12",
-        "crl-verify",
-        "auth-user-pass",
-        "http-proxy-user-pass",
-        "dh",
-    }
-)
-
 
 def ios_fatal_reason(name: str) -> str | None:
     """Why the OpenVPN 3 core refuses ``name`` (None when it does not)."""
@@ -190,15 +120,4 @@ def ios_fatal_reason(name: str) -> str | None:
         return "pushed by the server only; fatal in an OpenVPN Connect profile"
     if name in IOS_REMOVED or name.startswith("show-"):
         return "removed from OpenVPN 3; fatal in OpenVPN Connect"
-    return None
-
-
-def tunnelblick_refusal_reason(name: str) -> str | None:
-    """Why Tunnelblick refuses ``name`` at install (None when it does not)."""
-    if name in TUNNELBLICK_REFUSED:
-        return f"Tunnelblick refuses it at install ('The '{name}' OpenVPN option is not allowed')"
-    if name in TUNNELBLICK_WINDOWS_ONLY:
-        return "Windows-only option; Tunnelblick refuses it"
-    if name in TUNNELBLICK_RELATIVE_PATHS:
-        return "names a file the bundle does not carry; Tunnelblick would comment it out"
     return None

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from toolkit.errors import ProfileError
 from toolkit.findings import Edit, Finding
-from toolkit.options import IOS_UNFIXABLE, ios_fatal_reason
+from toolkit.output import PlannedFile
 from toolkit.profile import Comment, Directive, Profile, render_directive
 from toolkit.targets.base import (
-    PlannedFile,
     Target,
     TargetContext,
     file_references,
     lint_directives,
     remove_directives,
 )
+from toolkit.targets.ios.options import IOS_UNFIXABLE, ios_fatal_reason
 
 MAX_LINE_BYTES = 512
 MAX_PROFILE_BYTES = 262144
@@ -85,6 +87,7 @@ def _raise_for_size(profile: Profile) -> None:
 class IOSTarget(Target):
     name = "ios"
     title = "OpenVPN Connect (iOS)"
+    platform = "iPhone"
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         unfixable = _unfixable(profile)
@@ -164,6 +167,12 @@ class IOSTarget(Target):
     def render(self, profile: Profile, ctx: TargetContext) -> list[PlannedFile]:
         _raise_for_size(profile)
         return [PlannedFile(f"{self.name}/{ctx.name}.ovpn", profile.to_bytes())]
+
+    def next_step(self, file_to_send: Path) -> str:
+        return (
+            f"iPhone: send {file_to_send}; the user opens it with OpenVPN Connect, taps ADD "
+            "(docs/how-to/ios.md)"
+        )
 
     def lint(self, profile: Profile) -> list[Finding]:
         findings = lint_directives(profile, ios_fatal_reason)

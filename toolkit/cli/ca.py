@@ -10,9 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from toolkit import ca
-from toolkit.cli_common import (
+from toolkit.ca.authority import DEFAULT_CLIENT_DAYS
+from toolkit.ca.azure import GATEWAY_PLACEHOLDER, RG_PLACEHOLDER
+from toolkit.ca.ledger import CAPaths
+from toolkit.cli.common import (
     PASSPHRASE_ENV_HELP,
     PASSPHRASE_FILE_HELP,
+    SCHEMA_VERSION,
+    JsonOpt,
     err,
     guard,
     passphrase_source,
@@ -20,9 +25,8 @@ from toolkit.cli_common import (
     warn,
 )
 from toolkit.errors import CredentialsError, UsageError
+from toolkit.names import check_name
 from toolkit.passphrase import PassphraseSource
-
-SCHEMA_VERSION = 1
 
 ca_app = typer.Typer(
     help="A certificate authority for Azure P2S: create the root, issue per-user client "
@@ -47,7 +51,7 @@ PassFileOpt = Annotated[
     typer.Option("--passphrase-file", help="CA key: " + PASSPHRASE_FILE_HELP, show_default=False),
 ]
 KeyTypeOpt = Annotated[
-    str, typer.Option("--key-type", help="Key type: " + ", ".join(ca.CA_KEY_TYPES) + ".")
+    str, typer.Option("--key-type", help="Key type: " + ", ".join(ca.KEY_TYPES) + ".")
 ]
 GatewayOpt = Annotated[
     str | None,
@@ -101,7 +105,6 @@ PfxFileOpt = Annotated[
         show_default=False,
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -158,7 +161,7 @@ def _print_commands(commands: ca.AzureCommands, action: str) -> None:
     typer.echo(f"  {commands.powershell}")
     if commands.placeholders:
         err(
-            f"note: replace {ca.RG_PLACEHOLDER} and {ca.GATEWAY_PLACEHOLDER} in these commands "
+            f"note: replace {RG_PLACEHOLDER} and {GATEWAY_PLACEHOLDER} in these commands "
             "(or pass --resource-group and --gateway)"
         )
 
@@ -313,9 +316,7 @@ def issue_command(
             "--email", help="E-mail address; becomes the CN (name@domain).", show_default=False
         ),
     ] = None,
-    days: Annotated[int, typer.Option("--days", help="Validity in days.")] = (
-        ca.DEFAULT_CLIENT_DAYS
-    ),
+    days: Annotated[int, typer.Option("--days", help="Validity in days.")] = (DEFAULT_CLIENT_DAYS),
     key_type: KeyTypeOpt = "rsa2048",
     output: OutputOpt = None,
     pfx: PfxOpt = False,
@@ -327,7 +328,7 @@ def issue_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Issue a client certificate as Azure wants it (clientAuth first, SHA-256, RSA)."""
-    ca.check_cert_name(name)  # before any prompt
+    check_name(name, "certificate name")  # before any prompt
     authority = _open(ca_dir, passphrase_env, passphrase_file)
     password = _pfx_password(
         pfx or pfx_legacy, pfx_passphrase_env, pfx_passphrase_file, f"the PKCS#12 of {name}"
@@ -374,7 +375,7 @@ def renew_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Issue a successor (same name, e-mail and key type); the old one becomes superseded."""
-    ca.check_cert_name(name)
+    check_name(name, "certificate name")
     authority = _open(ca_dir, passphrase_env, passphrase_file)
     password = _pfx_password(
         pfx or pfx_legacy, pfx_passphrase_env, pfx_passphrase_file, f"the PKCS#12 of {name}"
@@ -431,7 +432,7 @@ def list_command(
         return
     if not rows:
         if expiring_within is None:
-            typer.echo(f"No certificates issued yet ({ca.CAPaths(ca_dir).ledger}).")
+            typer.echo(f"No certificates issued yet ({CAPaths(ca_dir).ledger}).")
         else:
             typer.echo(f"No valid certificate expires within {expiring_within} days.")
         return

@@ -2,7 +2,8 @@
 
 Safety: only YAML's plain types (no tags that build objects), no anchors/aliases (so no
 alias-expansion bombs), a size limit, and literal passwords refused (only ``*_env``/``*_file``).
-The JSON Schema published by ``ovpn-toolkit schema`` is generated from the same tables.
+The JSON Schema published by ``ovpn-toolkit schema`` is generated from the same tables
+(:mod:`toolkit.batch.schema`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from typing import Any
 
 import yaml
 
+from toolkit.ca.keys import KEY_TYPES
 from toolkit.errors import UsageError, UserListError
-from toolkit.naming import check_display_name, check_name, fold
+from toolkit.names import check_display_name, check_name, fold
 from toolkit.targets import DEFAULT_TARGETS, TARGETS
 
 MAX_BYTES = 5 * 1024 * 1024
-KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096")  # what the CA issues
 MAX_USERS = 100_000
 LITERAL_SECRET_KEYS = frozenset(
     {
@@ -133,6 +134,13 @@ class UserList:
     ca: CASettings | None
     warn_days: int
     users: tuple[UserEntry, ...] = field(repr=False)
+
+    def env_names(self) -> set[str]:
+        """Every environment variable the list names for a passphrase."""
+        names = {self.ca.passphrase_env} if self.ca and self.ca.passphrase_env else set()
+        for user in self.users:
+            names.update(n for n in (user.passphrase_env, user.key_passphrase_env) if n)
+        return names
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -457,9 +465,9 @@ def _user(
             values[key] = value
     if "display_name" in values:
         try:
-            check_display_name(values["display_name"])
+            check_display_name(values["display_name"], "display_name")
         except UsageError as exc:
-            v.problem(fields["display_name"], exc.message.replace("--display-name", "display_name"))
+            v.problem(fields["display_name"], exc.message, exc.hint)
     has_pem, has_pfx = "cert" in fields, "pfx" in fields
     if has_pem and has_pfx:
         v.problem(node, f"user '{name}': give either cert/key or pfx, not both")
@@ -481,63 +489,3 @@ def _user(
     if "chain" in values:
         values["chain"] = tuple(values["chain"])
     return UserEntry(**values)
-
-
-# --- JSON Schema -------------------------------------------------------------------------------
-def _schema_for(kind: str, description: str) -> dict[str, Any]:
-    path_list = {"type": "array", "items": {"type": "string"}}
-    kinds: dict[str, dict[str, Any]] = {
-        "str": {"type": "string", "minLength": 1},
-        "path": {"type": "string", "minLength": 1},
-        "paths": {"oneOf": [{"type": "string"}, path_list]},
-        "targets": {
-            "oneOf": [
-                {"type": "string", "enum": list(TARGETS)},
-                {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {"type": "string", "enum": list(TARGETS)},
-                },
-            ]
-        },
-        "int": {"type": "integer", "minimum": 1, "maximum": 36500},
-        "bool": {"type": "boolean"},
-        "key_type": {"type": "string", "enum": list(KEY_TYPES)},
-    }
-    return {**kinds[kind], "description": description}
-
-
-def _object(keys: dict[str, tuple[str, str]], required: list[str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "required": required,
-        "properties": {k: _schema_for(kind, desc) for k, (kind, desc) in keys.items()},
-    }
-
-
-def json_schema() -> dict[str, Any]:
-    """JSON Schema (draft-07, what editors support) of the user list (yaml-language-server)."""
-    user = _object(USER_KEYS, ["name"])
-    user["properties"]["name"]["pattern"] = r"^[A-Za-z0-9][A-Za-z0-9._@-]*$"
-    user["properties"]["name"]["maxLength"] = 64
-    top = _object(
-        {k: v for k, v in TOP_KEYS.items() if k not in ("ca", "defaults", "users")},
-        ["package", "users"],
-    )
-    top["properties"]["ca"] = {**_object(CA_KEYS, ["dir"]), "description": TOP_KEYS["ca"][1]}
-    defaults = _object(DEFAULT_KEYS, [])
-    defaults["properties"]["warn_days"]["minimum"] = 0
-    top["properties"]["defaults"] = {**defaults, "description": TOP_KEYS["defaults"][1]}
-    top["properties"]["users"] = {
-        "type": "array",
-        "minItems": 1,
-        "items": user,
-        "description": TOP_KEYS["users"][1],
-    }
-    return {
-        "$schema": "http://json-schema.org/draft-07/schema#",
-        "$id": "https://ovpn-toolkit.invalid/schemas/users.schema.json",
-        "title": "ovpn-toolkit batch user list",
-        **top,
-    }

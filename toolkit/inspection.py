@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.credentials import CertificateSummary, load_certificates
+from toolkit.credentials import load_certificates
 from toolkit.errors import CredentialsError, ToolkitError
-from toolkit.generate import default_display_name, gateway_id, preview_target
-from toolkit.inject import placeholder_dialect
+from toolkit.fill import placeholder_dialect
 from toolkit.package import AzurePackage
+from toolkit.plan import default_display_name, gateway_id, preview_target
 from toolkit.profile import Profile
 from toolkit.targets import TARGETS, TargetContext
+from toolkit.validation import CertificateSummary
 
 
 def _arg(profile: Profile, name: str, index: int = 0) -> str | None:

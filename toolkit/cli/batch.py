@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -9,11 +10,11 @@ from typing import Annotated, Optional
 import typer
 
 from toolkit.batch import BatchResult, BatchSettings, UserOutcome, default_jobs, run_batch
-from toolkit.cli_common import err, guard, print_json
+from toolkit.batch.schema import json_schema
+from toolkit.batch.userlist import load_user_list
+from toolkit.batch.worker import STATUSES
+from toolkit.cli.common import SCHEMA_VERSION, JsonOpt, err, guard, print_json
 from toolkit.errors import ExitCode, UserListError
-from toolkit.userlist import json_schema, load_user_list
-
-SCHEMA_VERSION = 1
 
 
 def _summary(result: BatchResult, output: Path, *, dry_run: bool) -> None:
@@ -29,11 +30,7 @@ def _summary(result: BatchResult, output: Path, *, dry_run: bool) -> None:
         typer.echo(line)
         for warning in outcome.warnings:
             typer.echo(f"  warning: {warning}")
-    counts = ", ".join(
-        f"{result.count(s)} {s}"
-        for s in ("written", "unchanged", "planned", "failed", "skipped")
-        if result.count(s)
-    )
+    counts = ", ".join(f"{result.count(s)} {s}" for s in STATUSES if result.count(s))
     for name in result.dropped:
         typer.echo(
             f"note: {name} is no longer in the user list; {output / name} was left in place "
@@ -95,9 +92,7 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[
             bool, typer.Option("--quiet", "-q", help="Only the summary line and errors.")
         ] = False,
-        json_output: Annotated[
-            bool, typer.Option("--json", help="Print one JSON document on stdout.")
-        ] = False,
+        json_output: JsonOpt = False,
     ) -> None:
         """Profiles for every user in a YAML list: validated first, parallel, idempotent.
 
@@ -118,6 +113,7 @@ def register(app: typer.Typer) -> None:
             force=force,
             dry_run=dry_run,
             renew_within=renew_within,
+            environ={name: os.environ[name] for name in users.env_names() if name in os.environ},
         )
         show_progress = sys.stderr.isatty() and not quiet and not json_output
         if show_progress:
@@ -148,10 +144,7 @@ def register(app: typer.Typer) -> None:
                     "output": str(out),
                     "users": [o.to_json() for o in result.outcomes],
                     "dropped": result.dropped,
-                    "counts": {
-                        s: result.count(s)
-                        for s in ("written", "unchanged", "planned", "failed", "skipped")
-                    },
+                    "counts": {s: result.count(s) for s in STATUSES},
                 }
             )
         elif quiet:

@@ -1,46 +1,63 @@
-"""Plan one user's outputs: validate credentials, adapt the profile per target, fill it.
+"""Plan one user's outputs: the one way from inputs to files, for `generate` and `batch` alike.
 
-Pure: returns a :class:`UserPlan` (files as bytes, edits, warnings); ``toolkit.writer``
-puts it on disk. Nothing is written unless every target planned successfully.
+:func:`plan_from_inputs` loads the credentials and calls :func:`plan_user`, which validates
+them, adapts the package's profile per target, fills it and adds the install guide. Pure:
+returns a :class:`UserPlan` (files as bytes, edits, warnings); ``toolkit.output`` puts it on
+disk. Nothing is written unless every target planned successfully.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 from cryptography import x509
 
-from toolkit.credentials import (
+from toolkit.credentials import ClientCredentials, load_credentials
+from toolkit.fill import CredentialPem, fill_credentials
+from toolkit.findings import Edit, Finding
+from toolkit.guide import render_guide
+from toolkit.names import check_display_name, check_name, sanitize_name
+from toolkit.output import PlannedFile
+from toolkit.package import AzurePackage
+from toolkit.passphrase import PassphraseSource
+from toolkit.profile import Profile
+from toolkit.targets import Target, TargetContext, TargetPlan, get_targets
+from toolkit.validation import (
     CertificateSummary,
-    ClientCredentials,
     chains_to,
     raise_for_errors,
     validate_credentials,
 )
-from toolkit.findings import Edit, Finding
-from toolkit.inject import CredentialPem, fill_credentials
-from toolkit.naming import bundle_version, check_display_name, check_name
-from toolkit.package import AzurePackage
-from toolkit.profile import Profile
-from toolkit.targets import PlannedFile, Target, TargetContext, TargetPlan, get_targets
+
+
+@dataclass(frozen=True)
+class CredentialInputs:
+    """Where one user's credentials come from: ``pfx``, or ``cert`` (+ ``key``), + ``chain``."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    pfx: Path | None = None
+    chain: tuple[Path, ...] = ()
+    passphrase: PassphraseSource = field(default_factory=PassphraseSource)
 
 
 @dataclass(frozen=True)
 class UserRequest:
-    """What to make for one user."""
+    """What to make for one user. ``name`` defaults to one derived from the certificate CN;
+    ``key_passphrase`` (when given) encrypts the key inside the profiles."""
 
-    name: str
+    name: str | None = None
     display_name: str | None = None
     targets: tuple[str, ...] = ()
     disable_dco: bool = False
     replace_credentials: bool = False
     warn_days: int = 30
-    key_passphrase: bytes | None = field(default=None, repr=False)
+    key_passphrase: PassphraseSource | bytes | None = field(default=None, repr=False)
+    guide: bool = False
 
 
 @dataclass
@@ -50,10 +67,13 @@ class UserPlan:
     certificate: CertificateSummary
     targets: list[TargetPlan]
     warnings: list[Finding] = field(default_factory=list)
+    guide: PlannedFile | None = None
 
     @property
     def files(self) -> list[PlannedFile]:
-        return [f for plan in self.targets for f in plan.files]
+        """Every file to write under ``OUTPUT/<name>/``: the targets' and the guide."""
+        files = [f for plan in self.targets for f in plan.files]
+        return [*files, self.guide] if self.guide else files
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,9 +86,9 @@ class UserPlan:
                     "files": [
                         {
                             "path": f"{self.name}/{f.path}",
-                            "sha256": hashlib.sha256(f.data).hexdigest(),
+                            "sha256": f.sha256,
                             "mode": f"{f.mode:04o}",
-                            "bytes": len(f.data),
+                            "bytes": f.size,
                         }
                         for f in plan.files
                     ],
@@ -76,6 +96,7 @@ class UserPlan:
                 }
                 for plan in self.targets
             ],
+            "guide": None if self.guide is None else f"{self.name}/{self.guide.path}",
             "warnings": [w.to_json() for w in self.warnings],
         }
 
@@ -89,6 +110,12 @@ def gateway_id(profile: Profile) -> str:
     if remote is not None and remote.args:
         return remote.args[0]
     return "gateway"
+
+
+def gateway_host(profile: Profile) -> str:
+    """The first remote host, as users see it in their client."""
+    remote = profile.first("remote")
+    return remote.args[0] if remote is not None and remote.args else "the Azure VPN gateway"
 
 
 def gateway_label(package: AzurePackage) -> str:
@@ -115,6 +142,30 @@ def preview_target(
     return profile, edits, warnings
 
 
+def default_name(creds: ClientCredentials) -> str:
+    """The file and bundle name when none is given: from the certificate's CN."""
+    return sanitize_name(creds.summary.common_name or creds.certificate.subject.rfc4514_string())
+
+
+def plan_from_inputs(
+    package: AzurePackage,
+    inputs: CredentialInputs,
+    request: UserRequest,
+    *,
+    roots: Sequence[x509.Certificate] = (),
+    now: dt.datetime | None = None,
+) -> UserPlan:
+    """Load the credentials named by ``inputs``, then :func:`plan_user`."""
+    creds = load_credentials(
+        cert=inputs.cert,
+        key=inputs.key,
+        pfx=inputs.pfx,
+        chain=inputs.chain,
+        passphrase=inputs.passphrase,
+    )
+    return plan_user(package, creds, request, roots=roots, now=now)
+
+
 def plan_user(
     package: AzurePackage,
     creds: ClientCredentials,
@@ -124,7 +175,7 @@ def plan_user(
     now: dt.datetime | None = None,
 ) -> UserPlan:
     """Validate everything and build every file for one user; raise on the first error."""
-    name = check_name(request.name)
+    name = check_name(request.name or default_name(creds))
     display = check_display_name(request.display_name or default_display_name(name, package))
     targets = get_targets(request.targets)
     findings = validate_credentials(
@@ -137,18 +188,21 @@ def plan_user(
     raise_for_errors(findings)
     warnings = list(findings)
     root = chains_to(creds.certificate, creds.chain, roots) if roots else None
-    key_pem = (
-        creds.protected_key_pem(request.key_passphrase) if request.key_passphrase else creds.key_pem
+    key_passphrase = (
+        request.key_passphrase.resolve("the profile key", ask=False)
+        if isinstance(request.key_passphrase, PassphraseSource)
+        else request.key_passphrase
     )
+    key_pem = creds.protected_key_pem(key_passphrase) if key_passphrase else creds.key_pem
     pem = CredentialPem(creds.cert_pem, key_pem, creds.chain, root)
     template = package.profile()
     ctx = TargetContext(
         name=name,
         display_name=display,
         gateway_id=gateway_id(template),
-        bundle_version=bundle_version(creds.certificate.not_valid_before_utc),
+        credentials=creds,
         disable_dco=request.disable_dco,
-        key_passphrase=request.key_passphrase,
+        key_passphrase=key_passphrase,
     )
     plans: list[TargetPlan] = []
     for target in targets:
@@ -158,4 +212,15 @@ def plan_user(
         edits.sort(key=lambda e: e.line)
         plans.append(target.plan(profile, ctx, edits, target_warnings))
         warnings.extend(target_warnings)
-    return UserPlan(name, display, creds.summary, plans, warnings)
+    summary = creds.summary
+    guide = None
+    if request.guide:
+        guide = render_guide(
+            name=name,
+            display_name=display,
+            gateway=gateway_host(template),
+            certificate=summary,
+            deliverables={plan.target: plan.deliverable for plan in plans},
+            key_protected=key_passphrase is not None,
+        )
+    return UserPlan(name, display, summary, plans, warnings, guide)

@@ -1,0 +1,96 @@
+"""The batch's record of what it wrote: ``manifest.json`` and ``manifest.csv``.
+
+Written atomically, and only when their content changes (idempotent re-runs leave them alone).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from toolkit import __version__
+from toolkit.batch.worker import BatchSettings, UserOutcome
+from toolkit.output import write_if_changed
+
+MANIFEST_SCHEMA_VERSION = 1
+
+
+def read_manifest(output: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads((output / "manifest.json").read_text("utf-8"))
+        return {u["name"]: u for u in data.get("users", []) if isinstance(u, dict) and "name" in u}
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}
+
+
+def _manifest_records(
+    ordered: list[UserOutcome], previous: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    records = []
+    for outcome in ordered:
+        if outcome.status == "skipped" and outcome.name in previous:
+            records.append(previous[outcome.name])  # untouched: keep what we knew
+            continue
+        record = outcome.to_json()
+        record.pop("issued", None)  # per run, not state
+        if record["status"] == "unchanged":
+            record["status"] = "written"  # the manifest describes files, not this run
+        records.append(record)
+    return records
+
+
+def write_manifest(
+    output: Path,
+    settings: BatchSettings,
+    ordered: list[UserOutcome],
+    previous: dict[str, dict[str, Any]],
+) -> bool:
+    """Write manifest.json and manifest.csv atomically, only when their content changes."""
+    records = _manifest_records(ordered, previous)
+    document = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "tool": f"ovpn-toolkit {__version__}",
+        "package": str(settings.package_path),
+        "users": records,
+    }
+    data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        [
+            "name",
+            "display_name",
+            "common_name",
+            "serial",
+            "thumbprint_sha1",
+            "not_after",
+            "targets",
+            "status",
+            "reason",
+            "warnings",
+            "files",
+        ]
+    )
+    for user in records:
+        cert = user.get("certificate") or {}
+        writer.writerow(
+            [
+                user["name"],
+                user.get("display_name", ""),
+                cert.get("common_name", ""),
+                cert.get("serial", ""),
+                cert.get("thumbprint_sha1", ""),
+                cert.get("not_after", ""),
+                " ".join(user.get("targets", [])),
+                user["status"],
+                user.get("reason", ""),
+                " | ".join(user.get("warnings", [])),
+                " ".join(f"{f['path']}:{f['sha256']}" for f in user.get("files", [])),
+            ]
+        )
+    wrote_json = write_if_changed(output / "manifest.json", data)
+    wrote_csv = write_if_changed(output / "manifest.csv", buffer.getvalue().encode())
+    return wrote_json or wrote_csv

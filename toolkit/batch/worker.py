@@ -1,0 +1,266 @@
+"""One user of a batch, in a worker process: issue (if needed), plan, write, report.
+
+Each worker loads, plans and writes that user's files itself and returns a small
+:class:`UserOutcome`, so memory stays flat however many users there are. One user's failure
+never touches another user's files. A user whose inputs are unchanged and whose files are
+intact is reported unchanged and not touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from toolkit import __version__
+from toolkit.batch.userlist import CASettings, UserEntry
+from toolkit.credentials import load_roots
+from toolkit.errors import CAError, ToolkitError
+from toolkit.output import remove_tree, write_user
+from toolkit.package import AzurePackage, load_package
+from toolkit.passphrase import PassphraseSource
+from toolkit.plan import CredentialInputs, UserRequest, plan_from_inputs
+
+Status = Literal["written", "unchanged", "failed", "planned", "skipped"]
+STATUSES: tuple[Status, ...] = ("written", "unchanged", "planned", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    package_path: Path
+    output: Path
+    roots: tuple[Path, ...] = ()
+    ca: CASettings | None = None
+    warn_days: int = 30
+    force: bool = False
+    dry_run: bool = False
+    renew_within: int | None = None
+    # where passphrase_env variables are looked up (the CLI passes the ones the list names)
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class UserTask:
+    user: UserEntry
+    settings: BatchSettings
+    previous: dict[str, Any] | None  # this user's record in the previous manifest
+
+
+@dataclass
+class UserOutcome:
+    name: str
+    status: Status
+    display_name: str | None = None
+    reason: str | None = None
+    hint: str | None = None
+    certificate: dict[str, Any] | None = None
+    targets: list[str] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    issued: str | None = None  # "issued" / "renewed" when the CA made a certificate this run
+    fingerprint: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, [])}
+
+
+# --- per process caches ---------------------------------------------------------------------------
+_PACKAGES: dict[Path, AzurePackage] = {}
+_AUTHORITIES: dict[Path, Any] = {}  # CA folder -> toolkit.ca.CertificateAuthority
+
+
+def _package(path: Path) -> AzurePackage:
+    if path not in _PACKAGES:
+        _PACKAGES[path] = load_package(path)
+    return _PACKAGES[path]
+
+
+def _digest(paths: list[Path | None]) -> list[str | None]:
+    return [hashlib.sha256(p.read_bytes()).hexdigest() if p else None for p in paths]
+
+
+def _fingerprint(
+    user: UserEntry, settings: BatchSettings, package: AzurePackage, cred_files: list[Path | None]
+) -> str:
+    """Everything the outputs depend on; passphrases are not (the output key is the same)."""
+    data = {
+        "tool": __version__,
+        "package": package.profile_sha256,
+        "package_source": Path(package.source).name,
+        "user": {k: v for k, v in asdict(user).items() if k != "line"},
+        "credentials": _digest(cred_files),
+        "roots": _digest(list(settings.roots)),
+        "warn_days": settings.warn_days,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _intact(output: Path, record: dict[str, Any]) -> bool:
+    for entry in record.get("files", []):
+        path = output / entry["path"]
+        try:
+            if hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+                return False
+        except OSError:
+            return False
+    return bool(record.get("files"))
+
+
+def _ca_action(current: Any, renew_within: int | None) -> Literal["issued", "renewed"] | None:
+    """What the CA must do for a user whose current ledger entry is ``current`` (or None)."""
+    if current is None:
+        return "issued"
+    if renew_within is not None and current.days_left() <= renew_within:
+        return "renewed"
+    return None
+
+
+def _ca_credentials(user: UserEntry, settings: BatchSettings) -> tuple[Path, Path, str | None]:
+    """Cert and key from the CA's ledger; issue (or renew near expiry) when needed."""
+    from toolkit import ca  # local: only batch users with a CA need it
+
+    assert settings.ca is not None  # noqa: S101 - validated before any work
+    ca_dir = settings.ca.dir
+    current = ca.find_current(ca_dir, user.name)
+    action = _ca_action(current, settings.renew_within)
+    if action == "issued":
+        history = [e for e in ca.read_ledger(ca_dir) if e.name.casefold() == user.name.casefold()]
+        latest = max(history, key=lambda e: e.issued_at, default=None)
+        if latest is not None and latest.status == "revoked":
+            raise CAError(
+                f"the certificate of '{user.name}' was revoked; the batch does not issue a new "
+                "one by itself",
+                hint=f"remove '{user.name}' from the user list, or issue deliberately: "
+                f"ovpn-toolkit ca issue --ca {ca_dir} --name {user.name}",
+            )
+    if action is not None:
+        if settings.dry_run:
+            raise _DryRunIssue(action)
+        authority = _AUTHORITIES.get(ca_dir)
+        if authority is None:  # decrypting the CA key is slow: once per worker process
+            authority = ca.open_ca(
+                ca_dir,
+                PassphraseSource(
+                    settings.ca.passphrase_env,
+                    settings.ca.passphrase_file,
+                    environ=settings.environ,
+                ),
+            )
+            _AUTHORITIES[ca_dir] = authority
+        if action == "issued":
+            result = authority.issue(
+                user.name, email=user.email, days=user.days, key_type=user.key_type
+            )
+        else:
+            result = authority.renew(user.name, days=user.days)
+        return result.cert_path, result.key_path, action
+    assert current is not None  # noqa: S101
+    cert, key = current.path(ca_dir, "cert"), current.path(ca_dir, "key")
+    if cert is None or key is None or not cert.exists() or not key.exists():
+        raise CAError(
+            f"{ca_dir}: the ledger names files for '{user.name}' that are missing",
+            hint=f"restore them, or revoke and reissue: ovpn-toolkit ca renew --ca {ca_dir} "
+            f"{user.name}",
+        )
+    return cert, key, None
+
+
+class _DryRunIssue(Exception):
+    def __init__(self, action: str) -> None:
+        super().__init__(action)
+        self.action = action
+
+
+def process_user(task: UserTask) -> UserOutcome:
+    """Issue (if needed), validate, plan and write one user. Never raises for user errors."""
+    user, settings = task.user, task.settings
+    outcome = UserOutcome(
+        user.name, "failed", display_name=user.display_name, targets=list(user.targets)
+    )
+    try:
+        package = _package(settings.package_path)
+        issued = None
+        cert: Path | None
+        key: Path | None
+        pfx: Path | None
+        if user.issued_from_ca:
+            cert, key, issued = _ca_credentials(user, settings)
+            source = PassphraseSource()
+            pfx = None
+        else:
+            cert, key, pfx = user.cert, user.key, user.pfx
+            source = PassphraseSource(
+                user.passphrase_env, user.passphrase_file, environ=settings.environ
+            )
+        outcome.issued = issued
+        fingerprint = _fingerprint(user, settings, package, [cert, key, pfx, *user.chain])
+        outcome.fingerprint = fingerprint
+        previous = task.previous
+        if (
+            previous is not None
+            and not settings.force
+            and previous.get("fingerprint") == fingerprint
+            and previous.get("status") in ("written", "unchanged")
+            and _intact(settings.output, previous)
+        ):
+            carried = UserOutcome(**{**_outcome_fields(previous), "status": "unchanged"})
+            carried.issued = issued
+            return carried
+        key_source = None
+        if user.key_passphrase_env or user.key_passphrase_file:
+            key_source = PassphraseSource(
+                user.key_passphrase_env, user.key_passphrase_file, environ=settings.environ
+            )
+        plan = plan_from_inputs(
+            package,
+            CredentialInputs(cert=cert, key=key, pfx=pfx, chain=user.chain, passphrase=source),
+            UserRequest(
+                name=user.name,
+                display_name=user.display_name,
+                targets=user.targets,
+                disable_dco=user.disable_dco,
+                warn_days=settings.warn_days,
+                key_passphrase=key_source,
+                guide=True,
+            ),
+            roots=load_roots(list(settings.roots)),
+        )
+        outcome.display_name = plan.display_name
+        outcome.certificate = plan.certificate.to_json()
+        outcome.warnings = [w.message for w in plan.warnings]
+        outcome.files = [
+            {"path": f"{plan.name}/{f.path}", "sha256": f.sha256, "mode": f"{f.mode:04o}"}
+            for f in plan.files
+        ]
+        if settings.dry_run:
+            outcome.status = "planned"
+            return outcome
+        # outputs recorded in our own manifest are ours to replace; anything else needs --force
+        write_user(
+            settings.output, plan.name, plan.files, force=settings.force or previous is not None
+        )
+        if previous:
+            for stale in set(previous.get("targets", [])) - set(user.targets):
+                remove_tree(settings.output / plan.name / stale)
+        outcome.status = "written"
+    except _DryRunIssue as exc:
+        outcome.status = "planned"
+        outcome.issued = exc.action
+        outcome.warnings = [f"a certificate would be {exc.action} from the CA"]
+    except ToolkitError as exc:
+        outcome.status = "failed"
+        outcome.reason = exc.message
+        outcome.hint = exc.hint
+    except Exception as exc:  # one user's bug must not stop the others
+        outcome.status = "failed"
+        outcome.reason = f"internal error ({type(exc).__name__})"
+        outcome.hint = "run this user alone with 'ovpn-toolkit generate --traceback' and report it"
+    return outcome
+
+
+def _outcome_fields(record: dict[str, Any]) -> dict[str, Any]:
+    names = UserOutcome.__dataclass_fields__
+    return {k: v for k, v in record.items() if k in names}

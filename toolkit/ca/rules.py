@@ -1,0 +1,58 @@
+"""The small input rules of the CA: common names, e-mail addresses, validity, key types."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+
+from toolkit.ca.keys import KEY_TYPES, KeyType
+from toolkit.errors import UsageError
+
+MAX_DAYS = 36500
+MAX_CN = 64  # X.509 upper bound for a common name
+_EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+
+
+def check_email(email: str) -> str:
+    if not _EMAIL_RE.match(email):
+        raise UsageError(
+            f"e-mail address {email!r} is not valid",
+            hint="give an ASCII address like alice@contoso.com; it becomes the certificate's CN",
+        )
+    if len(email) > MAX_CN:
+        raise UsageError(
+            f"e-mail address {email!r} is longer than {MAX_CN} characters (the CN limit)",
+            hint="use a shorter address, or leave --email out to use the name as CN",
+        )
+    return email
+
+
+def check_cn(cn: str) -> str:
+    if not cn.strip() or len(cn) > MAX_CN:
+        raise UsageError(
+            f"common name {cn[:80]!r} must have 1 to {MAX_CN} characters",
+            hint='e.g. --cn "Contoso P2S Root"',
+        )
+    if any(unicodedata.category(c).startswith("C") for c in cn):
+        raise UsageError("common name holds control characters", hint="use one line of text")
+    return cn
+
+
+def check_days(days: int) -> int:
+    if not 1 <= days <= MAX_DAYS:
+        raise UsageError(
+            f"validity of {days} days is out of range", hint=f"use 1 to {MAX_DAYS} days"
+        )
+    return days
+
+
+def check_key_type(key_type: str) -> KeyType:
+    if key_type not in KEY_TYPES:
+        close = difflib.get_close_matches(key_type, KEY_TYPES, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UsageError(
+            f"key type {key_type!r} is not supported",
+            hint=hint + "use one of " + ", ".join(KEY_TYPES) + " (Azure documents RSA only)",
+        )
+    return key_type

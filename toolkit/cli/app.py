@@ -1,0 +1,63 @@
+"""The `ovpn-toolkit` typer app: global options, and the command groups mounted on it.
+
+Thin on purpose: each command parses its options, calls one core function, renders the result
+(human or ``--json``); :func:`toolkit.cli.common.guard` maps errors to exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from toolkit import __version__
+from toolkit.cli import batch, ca, demo, profiles
+from toolkit.cli.common import SHOW_TRACEBACK, err
+from toolkit.errors import ExitCode
+
+app = typer.Typer(
+    name="ovpn-toolkit",
+    help="Turn an Azure VPN Gateway P2S package into ready-to-import OpenVPN profiles "
+    "(Tunnelblick, OpenVPN Connect on iOS, OpenVPN 2.x).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ovpn-toolkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+    show_traceback: Annotated[
+        bool, typer.Option("--traceback", help="Show a Python traceback with errors (developers).")
+    ] = False,
+) -> None:
+    """ovpn-toolkit: Azure P2S packages to OpenVPN profiles."""
+    SHOW_TRACEBACK["enabled"] = show_traceback or bool(os.environ.get("OVPN_TOOLKIT_TRACEBACK"))
+
+
+profiles.register(app)
+demo.register(app)
+batch.register(app)
+app.add_typer(ca.ca_app, name="ca")
+
+
+def main() -> Any:
+    """Console entry point."""
+    try:
+        return app(prog_name="ovpn-toolkit")
+    except KeyboardInterrupt:
+        err("interrupted")
+        sys.exit(int(ExitCode.INTERRUPTED))

@@ -1,0 +1,47 @@
+"""The per-user install guide (``INSTALL.html``): an output of the pipeline like a profile.
+
+Rendered from our own template with values only (never Azure's or a user's text as a
+template); it names the files to send and holds no secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+
+from toolkit.output import PlannedFile
+from toolkit.templating import render
+from toolkit.validation import CertificateSummary
+
+GUIDE_FILE = "INSTALL.html"
+
+
+def render_guide(
+    *,
+    name: str,
+    display_name: str,
+    gateway: str,
+    certificate: CertificateSummary,
+    deliverables: Mapping[str, PlannedFile],
+    key_protected: bool,
+) -> PlannedFile:
+    """The guide for one user; ``deliverables`` maps each target to the file sent for it."""
+
+    def file_of(target: str) -> str | None:
+        planned = deliverables.get(target)
+        return str(PurePosixPath(planned.path)) if planned else None
+
+    html = render(
+        "install-guide.html.j2",
+        display_name=display_name,
+        name=name,
+        gateway=gateway,
+        common_name=certificate.common_name or certificate.subject,
+        not_after=certificate.not_after.strftime("%Y-%m-%d"),
+        thumbprint=certificate.thumbprint_sha1,
+        tunnelblick_zip=file_of("tunnelblick"),
+        ios_profile=file_of("ios"),
+        openvpn_profile=file_of("openvpn"),
+        key_protected=key_protected,
+    )
+    return PlannedFile(GUIDE_FILE, html.encode("utf-8"))
