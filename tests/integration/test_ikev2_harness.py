@@ -77,7 +77,7 @@ def cn_only_client(ikev2_p2s_root: Credential) -> Credential:
 
 
 @pytest.fixture(scope="session")
-def foreign_client() -> Credential:
+def ikev2_foreign_client() -> Credential:
     """A client of a root the gateway does not know (same root name as the real one)."""
     return issue_client_certificate(create_root("ovt ikev2 test P2S root"), "alice.example.com")
 
@@ -440,9 +440,11 @@ def test_one_endpoint_serves_several_profiles(
 @pytest.mark.integration
 @requires_ikev2
 def test_client_from_another_root_is_rejected(
-    tmp_path: Path, ikev2_p2s_root: Credential, foreign_client: Credential, server_name: str
+    tmp_path: Path, ikev2_p2s_root: Credential, ikev2_foreign_client: Credential, server_name: str
 ) -> None:
-    profile = hand_built_profile(foreign_client, remote_address=server_name, ike=AZURE_LIKE_SA)
+    profile = hand_built_profile(
+        ikev2_foreign_client, remote_address=server_name, ike=AZURE_LIKE_SA
+    )
 
     result = connect(profile, PKCS12_PASSWORD, ikev2_p2s_root.cert_pem, workdir=tmp_path)
 
