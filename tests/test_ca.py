@@ -28,10 +28,10 @@ from toolkit import ca
 from toolkit.ca import keys as pki
 from toolkit.ca.azure import root_upload_commands
 from toolkit.credentials import export_pkcs12, load_pem_credentials, load_roots
-from toolkit.validation import validate_credentials
 from toolkit.errors import CAError, CredentialsError, OutputError, UsageError
 from toolkit.names import check_name
 from toolkit.passphrase import PassphraseSource
+from toolkit.validation import validate_credentials
 
 CA_PASS = b"correct horse battery staple"
 PFX_PASS = b"pfx password 1"

@@ -284,7 +284,9 @@ def _openssl_traditional(cipher: str) -> Callable[[Env], Given]:
 def _plain_key_with_unused_passphrase(e: Env) -> Given:
     """A passphrase source that is not needed is not read (the variable is even unset)."""
     return Given(
-        cert=e.cert(e.pki.client), key=e.key(e.pki.client), passphrase=PassphraseSource(env=ENV_VAR, environ=os.environ)
+        cert=e.cert(e.pki.client),
+        key=e.key(e.pki.client),
+        passphrase=PassphraseSource(env=ENV_VAR, environ=os.environ),
     )
 
 
@@ -657,7 +659,9 @@ def _empty_passphrase_file(e: Env) -> tuple[Given, Path]:
 
 
 def _unset_env(e: Env) -> PassphraseSource:
-    return PassphraseSource(env=ENV_VAR, environ=os.environ)  # the fixture removed it from the environment
+    return PassphraseSource(
+        env=ENV_VAR, environ=os.environ
+    )  # the fixture removed it from the environment
 
 
 def _wrong_env(e: Env) -> PassphraseSource:
