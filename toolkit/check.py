@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from toolkit.credentials import load_certificates, load_private_key
-from toolkit.errors import CredentialsError, PassphraseRequiredError
+from toolkit.errors import CredentialsError, PassphraseRequiredError, UsageError
 from toolkit.fill import find_placeholders
 from toolkit.findings import Finding
 from toolkit.passphrase import PassphraseSource
@@ -41,6 +41,11 @@ def check_profile(
     extra: list[Finding] | None = None,
 ) -> CheckResult:
     (chosen,) = get_targets([target])
+    if not chosen.uses_profile:
+        raise UsageError(
+            f"check lints OpenVPN profiles; the {chosen.name} target writes a .mobileconfig",
+            hint="pick an OpenVPN target (tunnelblick, ios, ios-keychain, openvpn, mobileconfig)",
+        )
     findings: list[Finding] = list(extra or [])
     for line, token in find_placeholders(profile):
         findings.append(
@@ -59,8 +64,20 @@ def check_profile(
     key_block = profile.block("key")
     if cert_block is None and profile.first("cert") is None:
         findings.append(Finding("error", "missing-block", "no <cert> block"))
-    if key_block is None and profile.first("key") is None:
-        findings.append(Finding("error", "missing-block", "no <key> block"))
+    if key_block is None and profile.first("key") is None and chosen.missing_key is not None:
+        if chosen.missing_key == "error":
+            findings.append(Finding("error", "missing-block", "no <key> block"))
+        else:
+            findings.append(
+                Finding(
+                    "warning",
+                    "no-key",
+                    "no <key> block: OpenVPN Connect asks the user to pick an identity imported "
+                    "into its keychain (a .ovpn12); without one it fails with 'Missing External "
+                    "PKI alias'",
+                    hint="send the .ovpn12 too (-t ios-keychain makes both)",
+                )
+            )
     if cert_block is not None and "-----BEGIN CERTIFICATE" in cert_block.content:
         try:
             certs = load_certificates(cert_block.content.encode(), f"<cert> line {cert_block.line}")

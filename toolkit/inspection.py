@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography import x509
+
 from toolkit.credentials import load_certificates
 from toolkit.errors import CredentialsError, ToolkitError
 from toolkit.fill import placeholder_dialect
 from toolkit.package import AzurePackage
-from toolkit.plan import default_display_name, gateway_id, preview_target
+from toolkit.plan import default_display_name, package_gateway_id, preview_target
 from toolkit.profile import Profile
 from toolkit.targets import TARGETS, TargetContext
 from toolkit.validation import CertificateSummary
@@ -21,9 +23,30 @@ def _arg(profile: Profile, name: str, index: int = 0) -> str | None:
     return str(directive.args[index])
 
 
+def _server_root(data: bytes | None) -> dict[str, Any] | None:
+    """What ``Generic/VpnServerRoot.cer`` is: the root the gateway's IKEv2 certificate chains to
+    (a public root that devices already trust)."""
+    if data is None:
+        return None
+    try:
+        if b"-----BEGIN" in data:
+            cert = load_certificates(data, "VpnServerRoot.cer")[0]
+        else:
+            cert = x509.load_der_x509_certificate(data)
+    except (CredentialsError, ValueError):
+        return {"present": True, "error": "not a readable certificate"}
+    summary = CertificateSummary.of(cert)
+    return {
+        "present": True,
+        "subject": summary.subject,
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "fingerprint_sha256": summary.fingerprint_sha256,
+    }
+
+
 def inspect_package(package: AzurePackage, name: str = "user") -> dict[str, Any]:
     """A JSON-able description; never includes the tls-auth key or any other secret."""
-    profile = package.profile()
+    profile = package.profile() if package.has_profile else Profile.parse("", package.source)
     remote = profile.first("remote")
     ca_info: dict[str, Any] | None = None
     ca_block = profile.block("ca")
@@ -41,7 +64,8 @@ def inspect_package(package: AzurePackage, name: str = "user") -> dict[str, Any]
     ctx = TargetContext(
         name=name,
         display_name=default_display_name(name, package),
-        gateway_id=gateway_id(profile),
+        gateway_id=package_gateway_id(package),
+        vpn_settings=package.vpn_settings,
     )
     targets: dict[str, Any] = {}
     for target_name, target in TARGETS.items():
@@ -59,6 +83,7 @@ def inspect_package(package: AzurePackage, name: str = "user") -> dict[str, Any]
         "source": package.source,
         "kind": package.kind,
         "profile_entry": package.profile_entry,
+        "has_openvpn_profile": package.has_profile,
         "profile_sha256": package.profile_sha256,
         "gateway": {
             "host": str(remote.args[0]) if remote and remote.args else None,
@@ -75,13 +100,20 @@ def inspect_package(package: AzurePackage, name: str = "user") -> dict[str, Any]
         },
         "ca": ca_info,
         "tls_auth_present": profile.block("tls-auth") is not None,
-        "placeholder_dialect": placeholder_dialect(profile),
+        "placeholder_dialect": placeholder_dialect(profile) if package.has_profile else None,
         "vpn_settings": None
         if settings is None
         else {
             "server": settings.server,
             "vpn_type": settings.vpn_type,
             "routes": list(settings.routes),
+        },
+        "ikev2": None
+        if settings is None
+        else {
+            "vpn_server": settings.server,
+            "routes": list(settings.routes),
+            "server_root": _server_root(package.server_root),
         },
         "targets": targets,
     }

@@ -23,12 +23,20 @@ MAX_ARCHIVE_BYTES = 100 * 1024 * 1024
 MAX_XML_BYTES = 1024 * 1024
 PROFILE_PATH = ("openvpn", "vpnconfig.ovpn")
 SETTINGS_PATH = ("generic", "vpnsettings.xml")
+SERVER_ROOT_PATH = ("generic", "vpnserverroot.cer")
+MAX_CERT_BYTES = 64 * 1024
 REQUIRED_BLOCKS = ("ca", "tls-auth", "cert", "key")
 
 NO_OPENVPN_HINT = (
     "the gateway's tunnel type does not include OpenVPN, or its SKU is Basic (which has no "
     "OpenVPN): in the Azure portal open the gateway's 'Point-to-site configuration', choose a "
     "tunnel type with 'OpenVPN (SSL)', save, then download the VPN client package again"
+)
+NO_GENERIC_HINT = (
+    "the gateway's tunnel type does not include IKEv2, or its SKU is Basic: in the Azure portal "
+    "open the gateway's 'Point-to-site configuration', choose a tunnel type with 'IKEv2' (for "
+    "example 'IKEv2 and OpenVPN (SSL)'), save, then download the VPN client package again (its "
+    "Generic/ folder holds VpnSettings.xml)"
 )
 
 
@@ -43,26 +51,77 @@ class VpnSettings:
 
 @dataclass(frozen=True)
 class AzurePackage:
-    """The profile template found in a package, plus what else the package told us."""
+    """The profile template found in a package, plus what else the package told us.
+
+    ``profile_text`` is None for a package with only ``Generic/`` (a gateway with IKEv2 but no
+    OpenVPN): only targets that need no OpenVPN profile (``ikev2``) work with it. ``server_root``
+    is ``Generic/VpnServerRoot.cer`` as found (DER or PEM bytes), when present."""
 
     source: str
     kind: Literal["zip", "folder", "ovpn"]
-    profile_entry: str
-    profile_text: str
+    profile_entry: str | None
+    profile_text: str | None
     vpn_settings: VpnSettings | None = None
     entries: tuple[str, ...] = field(default=(), repr=False)
+    server_root: bytes | None = field(default=None, repr=False)
 
     @property
-    def profile_sha256(self) -> str:
+    def has_profile(self) -> bool:
+        return self.profile_text is not None
+
+    @property
+    def profile_sha256(self) -> str | None:
+        if self.profile_text is None:
+            return None
         return hashlib.sha256(self.profile_text.encode("utf-8")).hexdigest()
 
+    @property
+    def content_sha256(self) -> str:
+        """A digest of everything targets read: the profile, VpnSettings.xml's values, the
+        server root (for the batch's unchanged test)."""
+        digest = hashlib.sha256()
+        digest.update((self.profile_text or "").encode("utf-8") + b"\0")
+        if self.vpn_settings is not None:
+            settings = self.vpn_settings
+            text = f"{settings.server}\0{settings.vpn_type}\0{','.join(settings.routes)}"
+            digest.update(text.encode("utf-8"))
+        digest.update(b"\0" + (self.server_root or b""))
+        return digest.hexdigest()
+
+    def require_profile(self, target: str) -> None:
+        """PackageError when ``target`` needs the OpenVPN profile and the package has none."""
+        if self.profile_text is None:
+            raise PackageError(
+                f"{self.source}: the package has no OpenVPN/vpnconfig.ovpn (only Generic/), so "
+                f"the {target} target cannot be made; only the ikev2 target works with it",
+                hint=NO_OPENVPN_HINT,
+            )
+
+    def require_vpn_settings(self, target: str) -> VpnSettings:
+        """The IKEv2 settings; PackageError when the package has no Generic/VpnSettings.xml."""
+        settings = self.vpn_settings
+        if settings is None:
+            raise PackageError(
+                f"{self.source}: no Generic/VpnSettings.xml in the package, which the {target} "
+                "target needs (it names the gateway's IKEv2 server)",
+                hint=NO_GENERIC_HINT,
+            )
+        if not settings.server:
+            raise PackageError(
+                f"{self.source}: Generic/VpnSettings.xml names no VpnServer",
+                hint="download the VPN client package from the gateway again",
+            )
+        return settings
+
     def profile(self) -> Profile:
-        """A fresh, editable parse of the template."""
-        return Profile.parse(self.profile_text, self.source_label)
+        """A fresh, editable parse of the template (PackageError when there is none)."""
+        if self.profile_text is None:
+            self.require_profile("requested")
+        return Profile.parse(self.profile_text or "", self.source_label)
 
     @property
     def source_label(self) -> str:
-        if self.kind == "ovpn":
+        if self.kind == "ovpn" or self.profile_entry is None:
             return self.source
         return f"{self.source}:{self.profile_entry}"
 
@@ -159,6 +218,40 @@ def _too_large(label: str, size: int) -> PackageError:
     )
 
 
+def _read_entry(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, label: str
+) -> bytes:
+    """One entry, at most ``limit`` bytes (PackageError when larger or unreadable)."""
+    if info.file_size > limit:
+        raise PackageError(f"{label}: larger than {limit} bytes", hint="not an Azure file")
+    try:
+        with archive.open(info) as handle:
+            data = handle.read(limit + 1)
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
+        raise PackageError(
+            f"{label}: cannot be read ({type(exc).__name__})",
+            hint="the zip is corrupt or encrypted: download again",
+        ) from exc
+    if len(data) > limit:
+        raise PackageError(f"{label}: larger than {limit} bytes", hint="not an Azure file")
+    return data
+
+
+def _no_profile_error(label: str, has: str, where: str = "package") -> PackageError:
+    return PackageError(
+        f"{label}: no OpenVPN/vpnconfig.ovpn in the {where} and no Generic/VpnSettings.xml "
+        f"(it has: {has})",
+        hint=NO_OPENVPN_HINT,
+    )
+
+
 def _load_zip(path: Path) -> AzurePackage:
     label = str(path)
     try:
@@ -193,60 +286,62 @@ def _load_zip(path: Path) -> AzurePackage:
                 and p[-2].lower() == "openvpn"
                 and p[-1].lower().endswith(".ovpn")
             ]
-        if not profiles:
-            tops = sorted({p[0] for p, _ in usable})
-            raise PackageError(
-                f"{label}: no OpenVPN/vpnconfig.ovpn in the package "
-                f"(it has: {', '.join(t + '/' for t in tops[:6]) or 'nothing usable'})",
-                hint=NO_OPENVPN_HINT,
-            )
         if len(profiles) > 1:
             names = ", ".join("/".join(p) for p, _ in profiles)
             raise PackageError(
                 f"{label}: more than one OpenVPN profile ({names})",
                 hint="pass the extracted .ovpn you want instead of the zip",
             )
-        parts, info = profiles[0]
-        entry = "/".join(parts)
-        if info.file_size > MAX_PROFILE_BYTES:
-            raise _too_large(f"{label}:{entry}", info.file_size)
-        try:
-            with archive.open(info) as handle:
-                data = handle.read(MAX_PROFILE_BYTES + 1)
-        except (
-            zipfile.BadZipFile,
-            zlib.error,
-            EOFError,
-            OSError,
-            NotImplementedError,
-            RuntimeError,
-        ) as exc:
-            raise PackageError(
-                f"{label}:{entry}: cannot be read ({type(exc).__name__})",
-                hint="the zip is corrupt or encrypted; download the package again",
-            ) from exc
-        if len(data) > MAX_PROFILE_BYTES:
-            raise _too_large(f"{label}:{entry}", len(data))
+        depth = len(profiles[0][0]) if profiles else None
+
+        def find(wanted: tuple[str, ...]) -> tuple[tuple[str, ...], zipfile.ZipInfo] | None:
+            # beside the profile when there is one (same top folder depth)
+            return next(
+                (
+                    (p, i)
+                    for p, i in usable
+                    if _matches(p, wanted) and (depth is None or len(p) == depth)
+                ),
+                None,
+            )
+
+        settings_entry = find(SETTINGS_PATH)
+        if not profiles and settings_entry is None:
+            tops = sorted({p[0] for p, _ in usable})
+            if any(_matches(p, SERVER_ROOT_PATH) for p, _ in usable) or any(
+                t.lower() == "generic" for t in tops
+            ):
+                raise PackageError(
+                    f"{label}: Generic/ has no VpnSettings.xml and there is no "
+                    "OpenVPN/vpnconfig.ovpn",
+                    hint="download the VPN client package from the gateway again",
+                )
+            raise _no_profile_error(
+                label, ", ".join(t + "/" for t in tops[:6]) or "nothing usable"
+            )
+        text: str | None = None
+        entry: str | None = None
+        if profiles:
+            parts, info = profiles[0]
+            entry = "/".join(parts)
+            if info.file_size > MAX_PROFILE_BYTES:
+                raise _too_large(f"{label}:{entry}", info.file_size)
+            data = _read_entry(archive, info, MAX_PROFILE_BYTES, f"{label}:{entry}")
+            text = _decode_profile(data, f"{label}:{entry}")
         settings = None
-        for sparts, sinfo in usable:
-            if _matches(sparts, SETTINGS_PATH) and len(sparts) == len(parts):
-                if sinfo.file_size > MAX_XML_BYTES:
-                    raise PackageError(
-                        f"{label}:{'/'.join(sparts)}: larger than {MAX_XML_BYTES} bytes",
-                        hint="not an Azure file",
-                    )
-                try:
-                    with archive.open(sinfo) as handle:
-                        raw = handle.read(MAX_XML_BYTES + 1)
-                except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as exc:
-                    raise PackageError(
-                        f"{label}:{'/'.join(sparts)}: cannot be read", hint="download again"
-                    ) from exc
-                settings = parse_vpn_settings(raw, f"{label}:{'/'.join(sparts)}")
-                break
-    text = _decode_profile(data, f"{label}:{entry}")
-    _check_profile(text, f"{label}:{entry}")
-    return AzurePackage(label, "zip", entry, text, settings, entries)
+        if settings_entry is not None:
+            where = f"{label}:{'/'.join(settings_entry[0])}"
+            settings = parse_vpn_settings(
+                _read_entry(archive, settings_entry[1], MAX_XML_BYTES, where), where
+            )
+        root_entry = find(SERVER_ROOT_PATH)
+        server_root = None
+        if root_entry is not None:
+            where = f"{label}:{'/'.join(root_entry[0])}"
+            server_root = _read_entry(archive, root_entry[1], MAX_CERT_BYTES, where)
+    if text is not None and entry is not None:
+        _check_profile(text, f"{label}:{entry}")
+    return AzurePackage(label, "zip", entry, text, settings, entries, server_root)
 
 
 def _find_in_folder(root: Path, wanted: tuple[str, ...]) -> Path | None:
@@ -297,23 +392,27 @@ def _read_file(path: Path, limit: int, label: str) -> bytes:
 
 def _load_folder(path: Path) -> AzurePackage:
     profile_path = _find_in_folder(path, PROFILE_PATH)
-    if profile_path is None:
+    base = profile_path.parent.parent if profile_path is not None else path
+    settings_path = _find_in_folder(base, SETTINGS_PATH)
+    if profile_path is None and settings_path is None:
         tops = sorted(c.name + "/" for c in path.iterdir() if c.is_dir())
-        raise PackageError(
-            f"{path}: no OpenVPN/vpnconfig.ovpn in the folder "
-            f"(it has: {', '.join(tops[:6]) or 'no folders'})",
-            hint=NO_OPENVPN_HINT,
-        )
-    label = str(profile_path)
-    text = _decode_profile(_read_file(profile_path, MAX_PROFILE_BYTES, label), label)
-    _check_profile(text, label)
+        raise _no_profile_error(str(path), ", ".join(tops[:6]) or "no folders", "folder")
+    text: str | None = None
+    entry: str | None = None
+    if profile_path is not None:
+        label = str(profile_path)
+        text = _decode_profile(_read_file(profile_path, MAX_PROFILE_BYTES, label), label)
+        _check_profile(text, label)
+        entry = profile_path.relative_to(path).as_posix()
     settings = None
-    settings_path = _find_in_folder(profile_path.parent.parent, SETTINGS_PATH)
+    server_root = None
     if settings_path is not None:
         raw = _read_file(settings_path, MAX_XML_BYTES, str(settings_path))
         settings = parse_vpn_settings(raw, str(settings_path))
-    entry = profile_path.relative_to(path).as_posix()
-    return AzurePackage(str(path), "folder", entry, text, settings)
+        root_path = _find_in_folder(settings_path.parent.parent, SERVER_ROOT_PATH)
+        if root_path is not None:
+            server_root = _read_file(root_path, MAX_CERT_BYTES, str(root_path))
+    return AzurePackage(str(path), "folder", entry, text, settings, server_root=server_root)
 
 
 def load_package(path: Path) -> AzurePackage:

@@ -9,6 +9,7 @@ disk. Nothing is written unless every target planned successfully.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -25,6 +26,7 @@ from toolkit.output import PlannedFile
 from toolkit.package import AzurePackage
 from toolkit.passphrase import PassphraseSource
 from toolkit.profile import Profile
+from toolkit.signing import ProfileSigner
 from toolkit.targets import Target, TargetContext, TargetPlan, get_targets
 from toolkit.validation import (
     CertificateSummary,
@@ -58,6 +60,10 @@ class UserRequest:
     warn_days: int = 30
     key_passphrase: PassphraseSource | bytes | None = field(default=None, repr=False)
     guide: bool = False
+    # the PKCS#12 password of the ios-keychain and ikev2 identities (None: generated per target)
+    pkcs12_passphrase: PassphraseSource | bytes | None = field(default=None, repr=False)
+    embed_pkcs12_password: bool = False
+    signer: ProfileSigner | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -118,6 +124,34 @@ def gateway_host(profile: Profile) -> str:
     return remote.args[0] if remote is not None and remote.args else "the Azure VPN gateway"
 
 
+_VPN_SERVER_GUID = re.compile(r"^azuregateway-([0-9a-fA-F-]{36})-", re.IGNORECASE)
+
+
+def package_gateway_id(package: AzurePackage) -> str:
+    """:func:`gateway_id` of the package's profile; for a package with only ``Generic/``, the
+    same GUID taken from ``VpnServer`` (``azuregateway-<guid>-<hex>.vpn.azure.com``)."""
+    if package.has_profile:
+        return gateway_id(package.profile())
+    server = package.vpn_settings.server if package.vpn_settings else None
+    if server:
+        match = _VPN_SERVER_GUID.match(server)
+        return match.group(1).lower() if match else server
+    return "gateway"
+
+
+def package_gateway_host(package: AzurePackage) -> str:
+    if package.has_profile:
+        return gateway_host(package.profile())
+    server = package.vpn_settings.server if package.vpn_settings else None
+    return server or "the Azure VPN gateway"
+
+
+def _resolve(source: PassphraseSource | bytes | None, what: str) -> bytes | None:
+    if isinstance(source, PassphraseSource):
+        return source.resolve(what, ask=False)
+    return source
+
+
 def gateway_label(package: AzurePackage) -> str:
     """A short human name for the gateway: the zip's or folder's name (Azure names the zip
     after the gateway), else 'Azure VPN'."""
@@ -137,7 +171,8 @@ def preview_target(
     package: AzurePackage, target: Target, ctx: TargetContext
 ) -> tuple[Profile, list[Edit], list[Finding]]:
     """What a target does to the package's profile, before credentials (used by inspect)."""
-    profile = package.profile()
+    target.check_package(package)
+    profile = package.profile() if target.uses_profile else Profile.parse("", package.source)
     edits, warnings = target.adapt(profile, ctx)
     return profile, edits, warnings
 
@@ -187,28 +222,34 @@ def plan_user(
     )
     raise_for_errors(findings)
     warnings = list(findings)
+    for target in targets:
+        target.check_package(package)  # before any work: a clear error for a missing part
     root = chains_to(creds.certificate, creds.chain, roots) if roots else None
-    key_passphrase = (
-        request.key_passphrase.resolve("the profile key", ask=False)
-        if isinstance(request.key_passphrase, PassphraseSource)
-        else request.key_passphrase
-    )
+    key_passphrase = _resolve(request.key_passphrase, "the profile key")
+    pkcs12_passphrase = _resolve(request.pkcs12_passphrase, "the PKCS#12 identity")
     key_pem = creds.protected_key_pem(key_passphrase) if key_passphrase else creds.key_pem
     pem = CredentialPem(creds.cert_pem, key_pem, creds.chain, root)
-    template = package.profile()
     ctx = TargetContext(
         name=name,
         display_name=display,
-        gateway_id=gateway_id(template),
+        gateway_id=package_gateway_id(package),
         credentials=creds,
         disable_dco=request.disable_dco,
         key_passphrase=key_passphrase,
+        pkcs12_password=pkcs12_passphrase,
+        embed_pkcs12_password=request.embed_pkcs12_password,
+        vpn_settings=package.vpn_settings,
+        signer=request.signer,
     )
     plans: list[TargetPlan] = []
     for target in targets:
-        profile = package.profile()
-        edits, target_warnings = target.adapt(profile, ctx)
-        edits = fill_credentials(profile, pem, replace=request.replace_credentials) + edits
+        if target.uses_profile:
+            profile = package.profile()
+            edits, target_warnings = target.adapt(profile, ctx)
+            edits = fill_credentials(profile, pem, replace=request.replace_credentials) + edits
+        else:
+            profile = Profile.parse("", package.source)
+            edits, target_warnings = target.adapt(profile, ctx)
         edits.sort(key=lambda e: e.line)
         plans.append(target.plan(profile, ctx, edits, target_warnings))
         warnings.extend(target_warnings)
@@ -218,7 +259,7 @@ def plan_user(
         guide = render_guide(
             name=name,
             display_name=display,
-            gateway=gateway_host(template),
+            gateway=package_gateway_host(package),
             certificate=summary,
             deliverables={plan.target: plan.deliverable for plan in plans},
             key_protected=key_passphrase is not None,

@@ -30,6 +30,7 @@ from toolkit.output import check_writable, write_user
 from toolkit.package import load_package
 from toolkit.plan import CredentialInputs, UserPlan, UserRequest, plan_from_inputs
 from toolkit.profile import Profile
+from toolkit.signing import load_signer
 from toolkit.targets import DEFAULT_TARGETS, TARGETS
 from toolkit.targets.tunnelblick import check_bundle, read_bundle
 
@@ -176,16 +177,77 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        pkcs12_passphrase_env: Annotated[
+            Optional[str],  # noqa: UP045
+            typer.Option(
+                "--pkcs12-passphrase-env",
+                metavar="VAR",
+                help="Password of the PKCS#12 identity (ios-keychain, ikev2) from this "
+                "environment variable. Default: a random one per target, in its own 0600 "
+                "file beside the identity.",
+                show_default=False,
+            ),
+        ] = None,
+        pkcs12_passphrase_file: Annotated[
+            Optional[Path],  # noqa: UP045
+            typer.Option(
+                "--pkcs12-passphrase-file",
+                metavar="FILE",
+                help="Like --pkcs12-passphrase-env, reading the password from a file.",
+                show_default=False,
+            ),
+        ] = None,
+        embed_pkcs12_password: Annotated[
+            bool,
+            typer.Option(
+                "--embed-pkcs12-password",
+                help="Put the identity's password into the ikev2 profile (installs without "
+                "typing it, as MDM needs; whoever has the file has the identity).",
+            ),
+        ] = False,
+        sign_cert: Annotated[
+            Optional[Path],  # noqa: UP045
+            typer.Option(
+                "--sign-cert",
+                metavar="PEM",
+                help="Sign the .mobileconfig outputs (mobileconfig, ikev2) with this certificate "
+                "(PEM, intermediates after it).",
+                show_default=False,
+            ),
+        ] = None,
+        sign_key: Annotated[
+            Optional[Path],  # noqa: UP045
+            typer.Option(
+                "--sign-key",
+                metavar="PEM",
+                help="The signing certificate's private key (PEM, unencrypted).",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
         """Write one user's profiles: validate the package and credentials first, then write."""
         if disable_dco and "openvpn" not in (target or DEFAULT_TARGETS):
             raise UsageError(
                 "--disable-dco applies to the openvpn target only", hint="add --target openvpn"
             )
+        chosen = tuple(target or DEFAULT_TARGETS)
+        if (sign_cert is None) != (sign_key is None):
+            raise UsageError("--sign-cert and --sign-key go together", hint="give both")
+        if sign_cert is not None and not {"mobileconfig", "ikev2"} & set(chosen):
+            raise UsageError(
+                "--sign-cert signs .mobileconfig outputs only",
+                hint="add --target ikev2 or --target mobileconfig",
+            )
         azure = load_package(package)
         key_source = None
         if key_passphrase_env or key_passphrase_file:
             key_source = plain_source(key_passphrase_env, key_passphrase_file)
+        pkcs12_source = None
+        if pkcs12_passphrase_env or pkcs12_passphrase_file:
+            pkcs12_source = plain_source(pkcs12_passphrase_env, pkcs12_passphrase_file)
+        signer = None
+        if sign_cert is not None and sign_key is not None:
+            signer = load_signer(sign_cert, sign_key)
         plan = plan_from_inputs(
             azure,
             CredentialInputs(
@@ -203,6 +265,9 @@ def register(app: typer.Typer) -> None:
                 replace_credentials=replace_credentials,
                 warn_days=warn_days,
                 key_passphrase=key_source,
+                pkcs12_passphrase=pkcs12_source,
+                embed_pkcs12_password=embed_pkcs12_password,
+                signer=signer,
             ),
             roots=load_roots(root_cert or []),
         )
@@ -242,27 +307,41 @@ def register(app: typer.Typer) -> None:
             print_json({"schema_version": SCHEMA_VERSION, "command": "inspect", **report})
             return
         gw = report["gateway"]
-        typer.echo(
-            f"package:      {report['source']} ({report['kind']}, {report['profile_entry']})"
-        )
-        typer.echo(f"gateway:      {gw['host']} port {gw['port']} proto {gw['proto']}")
-        typer.echo(f"verify name:  {gw['verify_x509_name']}")
-        typer.echo(
-            f"crypto:       cipher {gw['cipher']}, auth {gw['auth']}, "
-            f"tls-version-min {gw['tls_version_min']}"
-        )
-        ca = report["ca"] or {}
-        if "subject" in ca:
-            typer.echo(f"ca:           {ca['subject']} (expires {ca['not_after'][:10]})")
-            typer.echo(f"ca sha256:    {ca['fingerprint_sha256']}")
-        typer.echo(f"tls-auth:     {'present' if report['tls_auth_present'] else 'MISSING'}")
-        typer.echo(f"placeholders: {report['placeholder_dialect']}")
+        entry = report["profile_entry"] or "no OpenVPN profile"
+        typer.echo(f"package:      {report['source']} ({report['kind']}, {entry})")
+        if report["has_openvpn_profile"]:
+            typer.echo(f"gateway:      {gw['host']} port {gw['port']} proto {gw['proto']}")
+            typer.echo(f"verify name:  {gw['verify_x509_name']}")
+            typer.echo(
+                f"crypto:       cipher {gw['cipher']}, auth {gw['auth']}, "
+                f"tls-version-min {gw['tls_version_min']}"
+            )
+            ca = report["ca"] or {}
+            if "subject" in ca:
+                typer.echo(f"ca:           {ca['subject']} (expires {ca['not_after'][:10]})")
+                typer.echo(f"ca sha256:    {ca['fingerprint_sha256']}")
+            typer.echo(f"tls-auth:     {'present' if report['tls_auth_present'] else 'MISSING'}")
+            typer.echo(f"placeholders: {report['placeholder_dialect']}")
+        else:
+            typer.echo("OpenVPN:      none (the gateway's tunnel type has no OpenVPN)")
         settings = report["vpn_settings"]
         if settings:
             typer.echo(
                 f"VpnSettings:  server {settings['server']}, type {settings['vpn_type']}, "
                 f"routes {', '.join(settings['routes']) or '-'}"
             )
+            root = report["ikev2"]["server_root"]
+            if root is None:
+                typer.echo("server root:  no Generic/VpnServerRoot.cer")
+            elif "subject" in root:
+                typer.echo(
+                    f"server root:  {root['subject']} (expires {root['not_after'][:10]}; "
+                    "the root the gateway's IKEv2 certificate chains to)"
+                )
+            else:
+                typer.echo(f"server root:  Generic/VpnServerRoot.cer is {root['error']}")
+        else:
+            typer.echo("IKEv2:        no Generic/VpnSettings.xml (the gateway has no IKEv2)")
         for target_name, info in report["targets"].items():
             typer.echo(f"{TARGETS[target_name].title}:")
             if not info["ok"]:

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from toolkit.errors import UsageError
 from toolkit.targets.base import Target, TargetContext, TargetPlan
-from toolkit.targets.ios import IOSTarget
+from toolkit.targets.ikev2 import IKEv2Target
+from toolkit.targets.ios import IOSKeychainTarget, IOSTarget
 from toolkit.targets.mobileconfig import MobileconfigTarget
 from toolkit.targets.openvpn import OpenVPNTarget
 from toolkit.targets.tunnelblick import TunnelblickTarget
 
 TARGETS: dict[str, Target] = {
-    t.name: t for t in (TunnelblickTarget(), IOSTarget(), OpenVPNTarget(), MobileconfigTarget())
+    t.name: t
+    for t in (
+        TunnelblickTarget(),
+        IOSTarget(),
+        IOSKeychainTarget(),
+        OpenVPNTarget(),
+        MobileconfigTarget(),
+        IKEv2Target(),
+    )
 }
 DEFAULT_TARGETS = ("tunnelblick", "ios")
 

@@ -6,16 +6,19 @@ from __future__ import annotations
 import abc
 import hashlib
 import re
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from toolkit.credentials import ClientCredentials
 from toolkit.findings import Edit, Finding
 from toolkit.output import PlannedFile
+from toolkit.package import AzurePackage, VpnSettings
 from toolkit.profile import Directive, Profile
+from toolkit.signing import ProfileSigner
 
 # Options that name a file instead of an inline block.
 FILE_OPTIONS = frozenset(
@@ -47,6 +50,12 @@ class TargetContext:
     credentials: ClientCredentials | None = field(default=None, repr=False)
     disable_dco: bool = False
     key_passphrase: bytes | None = field(default=None, repr=False)
+    # the PKCS#12 password the administrator chose (None: the target generates one)
+    pkcs12_password: bytes | None = field(default=None, repr=False)
+    embed_pkcs12_password: bool = False
+    vpn_settings: VpnSettings | None = None
+    # signs .mobileconfig outputs (CMS, content embedded) when given
+    signer: ProfileSigner | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -69,6 +78,17 @@ class Target(abc.ABC):
     name: ClassVar[str]
     title: ClassVar[str]
     platform: ClassVar[str]  # who uses it, for the next-step line: "Mac", "iPhone", ...
+    # False for targets built from Generic/VpnSettings.xml, not from Azure's OpenVPN profile:
+    # they get an empty profile in adapt/render and their outputs are not .ovpn files
+    uses_profile: ClassVar[bool] = True
+    # how `check` reports a profile without <key>: an error, a warning (the client can take
+    # the identity from elsewhere), or nothing (keyless by design)
+    missing_key: ClassVar[Literal["error", "warning"] | None] = "error"
+
+    def check_package(self, package: AzurePackage) -> None:
+        """PackageError when the package lacks what this target is made from."""
+        if self.uses_profile:
+            package.require_profile(self.name)
 
     @abc.abstractmethod
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
@@ -104,6 +124,16 @@ def require_credentials(ctx: TargetContext) -> ClientCredentials:
     if ctx.credentials is None:  # pragma: no cover - plan_user always passes them
         raise ValueError("this target renders from loaded credentials")
     return ctx.credentials
+
+
+def pkcs12_password(ctx: TargetContext, stem: str) -> tuple[bytes, list[PlannedFile]]:
+    """The PKCS#12 password for a target and the files it adds: the administrator's, or a
+    generated one (``secrets.token_urlsafe``, 192 bits) in its own 0600 file ``<stem>-password.txt``
+    beside the identity, to be sent to the user by another channel than the identity."""
+    if ctx.pkcs12_password is not None:
+        return ctx.pkcs12_password, []
+    password = secrets.token_urlsafe(24).encode("ascii")
+    return password, [PlannedFile(f"{stem}-password.txt", password + b"\n")]
 
 
 def bundle_identifier(gateway_id: str, name: str) -> str:

@@ -99,7 +99,10 @@ class MobileconfigTarget(Target):
             profile_uuid=stable_uuid(identifier, "profile"),
             vendor_config=vendor_config(profile),
         )
-        return [PlannedFile(f"{self.name}/{ctx.name}.mobileconfig", data.encode("utf-8"))]
+        raw = data.encode("utf-8")
+        if ctx.signer is not None:
+            raw = ctx.signer.sign(raw)
+        return [PlannedFile(f"{self.name}/{ctx.name}.mobileconfig", raw)]
 
     def lint(self, profile: Profile) -> list[Finding]:
         return IOSTarget().lint(profile)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar, Literal
 
 from toolkit.errors import ProfileError
 from toolkit.findings import Edit, Finding
@@ -88,6 +89,8 @@ class IOSTarget(Target):
     name = "ios"
     title = "OpenVPN Connect (iOS)"
     platform = "iPhone"
+    # without <key>, OpenVPN Connect asks for an identity from its keychain (external PKI)
+    missing_key: ClassVar[Literal["error", "warning"] | None] = "warning"
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         unfixable = _unfixable(profile)
