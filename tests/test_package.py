@@ -140,10 +140,16 @@ REJECTIONS = [
         id="corrupt-settings-data",
     ),
     pytest.param(
-        zip_of(lambda g: build_zip({"Generic/VpnSettings.xml": g.vpn_settings_xml().encode()})),
-        [*NO_OPENVPN, "Generic/"],
+        zip_of(lambda g: build_zip({"Generic/VpnServerRoot.cer": g.public_root.cert_der})),
+        ["Generic/ has no VpnSettings.xml", "no OpenVPN/vpnconfig.ovpn"],
+        ["download the VPN client package"],
+        id="generic-without-settings",
+    ),
+    pytest.param(
+        zip_of(lambda g: build_zip({"WindowsAmd64/VpnClientSetupAmd64.exe": b"MZ"})),
+        [*NO_OPENVPN, "no Generic/VpnSettings.xml", "WindowsAmd64/"],
         NO_OPENVPN_HINT,
-        id="no-openvpn-folder",
+        id="no-openvpn-no-generic",
     ),
     pytest.param(
         zip_of(lambda g: build_zip({})),
@@ -152,7 +158,7 @@ REJECTIONS = [
         id="empty-zip",
     ),
     pytest.param(
-        folder_of(lambda g: {"Generic/VpnSettings.xml": g.vpn_settings_xml().encode()}),
+        folder_of(lambda g: {"WindowsX86/VpnClientSetupX86.exe": b"MZ"}),
         ["no OpenVPN/vpnconfig.ovpn in the folder"],
         NO_OPENVPN_HINT,
         id="folder-without-openvpn",

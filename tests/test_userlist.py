@@ -204,7 +204,7 @@ def test_wrong_types_are_reported_where_the_value_is(folder: Path) -> None:
         "users.yaml:3:18: 'days' must be a whole number",
         "users.yaml:3:35: 'key_type' must be one of rsa2048, rsa3072, rsa4096",
         "users.yaml:6:14: 'targets' must be a non-empty list of targets "
-        "(choose from: tunnelblick, ios, openvpn, mobileconfig)",
+        "(choose from: tunnelblick, ios, ios-keychain, openvpn, mobileconfig, ikev2)",
         "users.yaml:8:18: 'disable_dco' must be true or false",
         "users.yaml:9:11: 'days' must be between 1 and 36500",
         "users.yaml:10:11: 'name' must be a string",
@@ -240,9 +240,9 @@ def test_unknown_targets(folder: Path) -> None:
     assert details == [
         "users.yaml:2:16: unknown target 'tunnelblik' (did you mean 'tunnelblick'?)",
         "users.yaml:7:15: unknown target 'android' "
-        "(choose from: tunnelblick, ios, openvpn, mobileconfig)",
+        "(choose from: tunnelblick, ios, ios-keychain, openvpn, mobileconfig, ikev2)",
         "users.yaml:10:14: 'targets' must be a non-empty list of targets "
-        "(choose from: tunnelblick, ios, openvpn, mobileconfig)",
+        "(choose from: tunnelblick, ios, ios-keychain, openvpn, mobileconfig, ikev2)",
     ]
 
 
@@ -576,7 +576,9 @@ def test_schema_keys_match_what_the_loader_accepts() -> None:
     assert not set(user["properties"]) & userlist.LITERAL_SECRET_KEYS
     single, many = user["properties"]["targets"]["oneOf"]
     assert (
-        single["enum"] == many["items"]["enum"] == ["tunnelblick", "ios", "openvpn", "mobileconfig"]
+        single["enum"]
+        == many["items"]["enum"]
+        == ["tunnelblick", "ios", "ios-keychain", "openvpn", "mobileconfig", "ikev2"]
     )
 
 

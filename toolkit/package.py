@@ -218,9 +218,7 @@ def _too_large(label: str, size: int) -> PackageError:
     )
 
 
-def _read_entry(
-    archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, label: str
-) -> bytes:
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, label: str) -> bytes:
     """One entry, at most ``limit`` bytes (PackageError when larger or unreadable)."""
     if info.file_size > limit:
         raise PackageError(f"{label}: larger than {limit} bytes", hint="not an Azure file")
@@ -316,9 +314,7 @@ def _load_zip(path: Path) -> AzurePackage:
                     "OpenVPN/vpnconfig.ovpn",
                     hint="download the VPN client package from the gateway again",
                 )
-            raise _no_profile_error(
-                label, ", ".join(t + "/" for t in tops[:6]) or "nothing usable"
-            )
+            raise _no_profile_error(label, ", ".join(t + "/" for t in tops[:6]) or "nothing usable")
         text: str | None = None
         entry: str | None = None
         if profiles:

@@ -48,9 +48,7 @@ def _read(path: Path, what: str) -> bytes:
         ) from exc
 
 
-def load_signer(
-    cert: Path, key: Path, passphrase: PassphraseSource | None = None
-) -> ProfileSigner:
+def load_signer(cert: Path, key: Path, passphrase: PassphraseSource | None = None) -> ProfileSigner:
     """The signer from a PEM certificate file (signer first, then intermediates) and a key."""
     certs = load_certificates(_read(cert, "signing certificate"), str(cert))
     private_key = load_private_key(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.batch.userlist import CA_KEYS, DEFAULT_KEYS, TOP_KEYS, USER_KEYS
+from toolkit.batch.userlist import CA_KEYS, DEFAULT_KEYS, SIGN_KEYS, TOP_KEYS, USER_KEYS
 from toolkit.ca.keys import KEY_TYPES
 from toolkit.names import MAX_NAME, NAME_PATTERN
 from toolkit.targets import TARGETS
@@ -48,13 +48,17 @@ def json_schema() -> dict[str, Any]:
     user["properties"]["name"]["pattern"] = NAME_PATTERN
     user["properties"]["name"]["maxLength"] = MAX_NAME
     top = _object(
-        {k: v for k, v in TOP_KEYS.items() if k not in ("ca", "defaults", "users")},
+        {k: v for k, v in TOP_KEYS.items() if k not in ("ca", "defaults", "users", "sign")},
         ["package", "users"],
     )
     top["properties"]["ca"] = {**_object(CA_KEYS, ["dir"]), "description": TOP_KEYS["ca"][1]}
     defaults = _object(DEFAULT_KEYS, [])
     defaults["properties"]["warn_days"]["minimum"] = 0
     top["properties"]["defaults"] = {**defaults, "description": TOP_KEYS["defaults"][1]}
+    top["properties"]["sign"] = {
+        **_object(SIGN_KEYS, list(SIGN_KEYS)),
+        "description": TOP_KEYS["sign"][1],
+    }
     top["properties"]["users"] = {
         "type": "array",
         "minItems": 1,

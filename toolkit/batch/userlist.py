@@ -46,7 +46,8 @@ TOP_KEYS: dict[str, tuple[str, str]] = {
     "targets": ("targets", "Default targets for every user."),
     "roots": ("paths", "P2S roots: every certificate must chain to one of them."),
     "ca": ("ca", "Certificate authority that issues certificates for users without any."),
-    "defaults": ("defaults", "Defaults for issued certificates and warnings."),
+    "defaults": ("defaults", "Defaults for issued certificates, warnings and PKCS#12 passwords."),
+    "sign": ("sign", "Sign the .mobileconfig outputs (mobileconfig, ikev2) with this certificate."),
     "users": ("users", "The users."),
 }
 CA_KEYS: dict[str, tuple[str, str]] = {
@@ -54,10 +55,30 @@ CA_KEYS: dict[str, tuple[str, str]] = {
     "passphrase_env": ("str", "Environment variable holding the CA key's passphrase."),
     "passphrase_file": ("path", "File holding the CA key's passphrase."),
 }
+SIGN_KEYS: dict[str, tuple[str, str]] = {
+    "cert": ("path", "The signing certificate (PEM, intermediates after it)."),
+    "key": ("path", "Its private key (PEM, unencrypted)."),
+}
+PKCS12_KEYS: dict[str, tuple[str, str]] = {
+    "pkcs12_passphrase_env": (
+        "str",
+        "Password of the PKCS#12 identity (ios-keychain, ikev2) from this environment variable "
+        "(default: a random one per target, in its own 0600 file).",
+    ),
+    "pkcs12_passphrase_file": (
+        "path",
+        "Like pkcs12_passphrase_env, reading the password from a file.",
+    ),
+    "embed_pkcs12_password": (
+        "bool",
+        "Put the identity's password into the ikev2 profile (installs without typing it).",
+    ),
+}
 DEFAULT_KEYS: dict[str, tuple[str, str]] = {
     "days": ("int", "Validity of issued certificates, in days."),
     "key_type": ("key_type", "Key type of issued certificates."),
     "warn_days": ("int", "Warn when a certificate expires within this many days."),
+    **PKCS12_KEYS,
 }
 USER_KEYS: dict[str, tuple[str, str]] = {
     "name": ("str", "File and bundle name (letters, digits, . _ - @)."),
@@ -78,6 +99,7 @@ USER_KEYS: dict[str, tuple[str, str]] = {
         "Encrypt the key inside the profiles with the passphrase in this environment variable.",
     ),
     "key_passphrase_file": ("path", "Like key_passphrase_env, reading the passphrase from a file."),
+    **PKCS12_KEYS,
 }
 
 
@@ -118,10 +140,19 @@ class UserEntry:
     disable_dco: bool = False
     key_passphrase_env: str | None = None
     key_passphrase_file: Path | None = None
+    pkcs12_passphrase_env: str | None = None
+    pkcs12_passphrase_file: Path | None = None
+    embed_pkcs12_password: bool = False
 
     @property
     def issued_from_ca(self) -> bool:
         return self.cert is None and self.pfx is None
+
+
+@dataclass(frozen=True)
+class SignSettings:
+    cert: Path
+    key: Path
 
 
 @dataclass(frozen=True)
@@ -134,12 +165,21 @@ class UserList:
     ca: CASettings | None
     warn_days: int
     users: tuple[UserEntry, ...] = field(repr=False)
+    sign: SignSettings | None = None
 
     def env_names(self) -> set[str]:
         """Every environment variable the list names for a passphrase."""
         names = {self.ca.passphrase_env} if self.ca and self.ca.passphrase_env else set()
         for user in self.users:
-            names.update(n for n in (user.passphrase_env, user.key_passphrase_env) if n)
+            names.update(
+                n
+                for n in (
+                    user.passphrase_env,
+                    user.key_passphrase_env,
+                    user.pkcs12_passphrase_env,
+                )
+                if n
+            )
         return names
 
 
@@ -384,6 +424,35 @@ def load_user_list(source: Path) -> UserList:
         v.key_type(defaults["key_type"], "key_type") if "key_type" in defaults else None
     ) or "rsa2048"
     warn_days = v.integer(defaults["warn_days"], "warn_days") if "warn_days" in defaults else None
+    user_defaults: dict[str, Any] = {}
+    if "pkcs12_passphrase_env" in defaults:
+        user_defaults["pkcs12_passphrase_env"] = v.string(
+            defaults["pkcs12_passphrase_env"], "pkcs12_passphrase_env"
+        )
+    if "pkcs12_passphrase_file" in defaults:
+        user_defaults["pkcs12_passphrase_file"] = v.path(
+            defaults["pkcs12_passphrase_file"], "pkcs12_passphrase_file"
+        )
+    if "pkcs12_passphrase_env" in defaults and "pkcs12_passphrase_file" in defaults:
+        v.problem(
+            top["defaults"],
+            "defaults: give pkcs12_passphrase_env or pkcs12_passphrase_file, not both",
+        )
+    if "embed_pkcs12_password" in defaults:
+        user_defaults["embed_pkcs12_password"] = v.boolean(
+            defaults["embed_pkcs12_password"], "embed_pkcs12_password"
+        )
+    user_defaults = {k: value for k, value in user_defaults.items() if value is not None}
+    sign = None
+    if "sign" in top:
+        sign_map = v.mapping(top["sign"], SIGN_KEYS, "sign")
+        for required in SIGN_KEYS:
+            if required not in sign_map and isinstance(top["sign"], yaml.MappingNode):
+                v.problem(top["sign"], f"sign: missing required key '{required}'")
+        sign_cert = v.path(sign_map["cert"], "cert") if "cert" in sign_map else None
+        sign_key = v.path(sign_map["key"], "key") if "key" in sign_map else None
+        if sign_cert is not None and sign_key is not None:
+            sign = SignSettings(sign_cert, sign_key)
     users: list[UserEntry] = []
     if "users" in top:
         users_node = top["users"]
@@ -394,7 +463,15 @@ def load_user_list(source: Path) -> UserList:
                 v.problem(users_node, f"more than {MAX_USERS} users")
             seen: dict[str, int] = {}
             for item in users_node.value:
-                user = _user(v, item, targets, days, key_type, has_ca=ca is not None or "ca" in top)
+                user = _user(
+                    v,
+                    item,
+                    targets,
+                    days,
+                    key_type,
+                    has_ca=ca is not None or "ca" in top,
+                    defaults=user_defaults,
+                )
                 if user is None:
                     continue
                 folded = fold(user.name)
@@ -420,6 +497,7 @@ def load_user_list(source: Path) -> UserList:
         ca,
         30 if warn_days is None else warn_days,
         tuple(users),
+        sign,
     )
 
 
@@ -431,6 +509,7 @@ def _user(
     key_type: str,
     *,
     has_ca: bool,
+    defaults: dict[str, Any] | None = None,
 ) -> UserEntry | None:
     fields = v.mapping(node, USER_KEYS, "user")
     if not isinstance(node, yaml.MappingNode):
@@ -483,6 +562,16 @@ def _user(
         v.problem(node, f"user '{name}': give passphrase_env or passphrase_file, not both")
     if "key_passphrase_env" in fields and "key_passphrase_file" in fields:
         v.problem(node, f"user '{name}': give key_passphrase_env or key_passphrase_file, not both")
+    if "pkcs12_passphrase_env" in fields and "pkcs12_passphrase_file" in fields:
+        v.problem(
+            node, f"user '{name}': give pkcs12_passphrase_env or pkcs12_passphrase_file, not both"
+        )
+    if not {"pkcs12_passphrase_env", "pkcs12_passphrase_file"} & set(fields):
+        for key in ("pkcs12_passphrase_env", "pkcs12_passphrase_file"):
+            if defaults and key in defaults:
+                values[key] = defaults[key]
+    if defaults and "embed_pkcs12_password" in defaults:
+        values.setdefault("embed_pkcs12_password", defaults["embed_pkcs12_password"])
     values.setdefault("targets", targets)
     values.setdefault("days", days)
     values.setdefault("key_type", key_type)

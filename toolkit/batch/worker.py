@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from toolkit import __version__
-from toolkit.batch.userlist import CASettings, UserEntry
+from toolkit.batch.userlist import CASettings, SignSettings, UserEntry
 from toolkit.credentials import load_roots
 from toolkit.errors import CAError, ToolkitError
 from toolkit.output import remove_tree, write_user
 from toolkit.package import AzurePackage, load_package
 from toolkit.passphrase import PassphraseSource
 from toolkit.plan import CredentialInputs, UserRequest, plan_from_inputs
+from toolkit.signing import ProfileSigner, load_signer
 
 Status = Literal["written", "unchanged", "failed", "planned", "skipped"]
 STATUSES: tuple[Status, ...] = ("written", "unchanged", "planned", "failed", "skipped")
@@ -38,6 +39,7 @@ class BatchSettings:
     force: bool = False
     dry_run: bool = False
     renew_within: int | None = None
+    sign: SignSettings | None = None
     # where passphrase_env variables are looked up (the CLI passes the ones the list names)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -70,12 +72,21 @@ class UserOutcome:
 # --- per process caches ---------------------------------------------------------------------------
 _PACKAGES: dict[Path, AzurePackage] = {}
 _AUTHORITIES: dict[Path, Any] = {}  # CA folder -> toolkit.ca.CertificateAuthority
+_SIGNERS: dict[SignSettings, ProfileSigner] = {}
 
 
 def _package(path: Path) -> AzurePackage:
     if path not in _PACKAGES:
         _PACKAGES[path] = load_package(path)
     return _PACKAGES[path]
+
+
+def _signer(sign: SignSettings | None) -> ProfileSigner | None:
+    if sign is None:
+        return None
+    if sign not in _SIGNERS:
+        _SIGNERS[sign] = load_signer(sign.cert, sign.key)
+    return _SIGNERS[sign]
 
 
 def _digest(paths: list[Path | None]) -> list[str | None]:
@@ -85,14 +96,18 @@ def _digest(paths: list[Path | None]) -> list[str | None]:
 def _fingerprint(
     user: UserEntry, settings: BatchSettings, package: AzurePackage, cred_files: list[Path | None]
 ) -> str:
-    """Everything the outputs depend on; passphrases are not (the output key is the same)."""
+    """Everything the outputs depend on; passphrases are not (the output key is the same).
+
+    A generated PKCS#12 password is not either: it is random at every planning, so an
+    unchanged user is skipped here, before planning, and keeps the password it was given."""
     data = {
         "tool": __version__,
-        "package": package.profile_sha256,
+        "package": package.content_sha256,
         "package_source": Path(package.source).name,
         "user": {k: v for k, v in asdict(user).items() if k != "line"},
         "credentials": _digest(cred_files),
         "roots": _digest(list(settings.roots)),
+        "sign": _digest([settings.sign.cert, settings.sign.key]) if settings.sign else None,
         "warn_days": settings.warn_days,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
@@ -214,6 +229,12 @@ def process_user(task: UserTask) -> UserOutcome:
             key_source = PassphraseSource(
                 user.key_passphrase_env, user.key_passphrase_file, environ=settings.environ
             )
+        pkcs12_source = None
+        if user.pkcs12_passphrase_env or user.pkcs12_passphrase_file:
+            pkcs12_source = PassphraseSource(
+                user.pkcs12_passphrase_env, user.pkcs12_passphrase_file, environ=settings.environ
+            )
+        signs = {"mobileconfig", "ikev2"} & set(user.targets)
         plan = plan_from_inputs(
             package,
             CredentialInputs(cert=cert, key=key, pfx=pfx, chain=user.chain, passphrase=source),
@@ -225,6 +246,9 @@ def process_user(task: UserTask) -> UserOutcome:
                 warn_days=settings.warn_days,
                 key_passphrase=key_source,
                 guide=True,
+                pkcs12_passphrase=pkcs12_source,
+                embed_pkcs12_password=user.embed_pkcs12_password,
+                signer=_signer(settings.sign) if signs else None,
             ),
             roots=load_roots(list(settings.roots)),
         )

@@ -268,6 +268,7 @@ class CertificateAuthority:
             email or name,
             key=key,
             email=email,
+            dns_names=keys.client_dns_names(name),
             serial=serial,
             not_before=not_before,
             not_after=not_after,

@@ -183,6 +183,15 @@ def issue_certificate(
     return IssuedCertificate(builder.sign(issuer.private_key, hashes.SHA256()), key)
 
 
+def client_dns_names(name: str) -> tuple[str, ...]:
+    """The DNS subjectAltName of a P2S client certificate: the user name (the CN, unless an
+    e-mail is given, which becomes the CN and an e-mail SAN), as Microsoft's
+    ``New-SelfSignedCertificate -DnsName`` makes them. An IKEv2 responder confirms the client's
+    identity only from a SAN (macOS/iOS send the profile's LocalIdentifier as a DNS name, or as
+    an e-mail identity when it holds ``@``)."""
+    return () if "@" in name else (name,)
+
+
 def issue_server_certificate(
     issuer: IssuedCertificate, hostname: str, *, days: int = 365
 ) -> IssuedCertificate:
