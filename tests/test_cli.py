@@ -499,7 +499,14 @@ def test_inspect_json(package_zip: Path, gateway: SampleGateway) -> None:
     assert report["placeholder_dialect"] == "classic"
     assert report["vpn_settings"]["routes"] == ["10.1.0.0/16"]
     targets = report["targets"]
-    assert set(targets) == {"tunnelblick", "ios", "openvpn", "mobileconfig"}
+    assert set(targets) == {
+        "tunnelblick",
+        "ios",
+        "ios-keychain",
+        "openvpn",
+        "mobileconfig",
+        "ikev2",
+    }
     assert {(e["action"], e["directive"]) for e in targets["tunnelblick"]["edits"]} >= {
         ("removed", "log")
     }
