@@ -751,7 +751,10 @@ class _Charon:
 
     @property
     def socket(self) -> Path:
-        return self.directory / "charon.vici"
+        # A unix socket path holds at most 107 bytes; pytest-xdist's tmp paths
+        # (.../popen-gw0/test_.../ikev2-xxxx/initiator-1/) can be longer, and charon would bind
+        # a truncated path. So the socket lives under a short per-run path in /tmp.
+        return Path("/tmp") / f"{self.namespace}-{self.directory.name}.vici"
 
     @property
     def swanctl_dir(self) -> Path:
@@ -828,6 +831,7 @@ class _Charon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=grace)
+        self.socket.unlink(missing_ok=True)
 
 
 # --- results and the endpoint -------------------------------------------------------------------
