@@ -100,8 +100,11 @@ def test_negative_controls(
         assert ok.child_sa_up and ok.ping_ok, ok.describe()
         other_root = endpoint.connect(foreign.read_bytes(), P12_PASS)
         assert not other_root.child_sa_up and not other_root.ping_ok, other_root.describe()
+        assert other_root.failure, other_root.describe()
         wrong = endpoint.connect(plistlib.dumps(wrong_id), P12_PASS)
         assert not wrong.child_sa_up and not wrong.ping_ok, wrong.describe()
+        assert wrong.failure, wrong.describe()
+        print(f"other root: {other_root.failure}\nwrong remote identity: {wrong.failure}")
 
 
 def test_batch_profiles_of_ca_users_connect(
