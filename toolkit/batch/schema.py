@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.batch.userlist import CA_KEYS, DEFAULT_KEYS, SIGN_KEYS, TOP_KEYS, USER_KEYS
+from toolkit.batch.identity import SIGN_KEYS
+from toolkit.batch.userlist import CA_KEYS, DEFAULT_KEYS, TOP_KEYS, USER_KEYS
 from toolkit.ca.keys import KEY_TYPES
 from toolkit.names import MAX_NAME, NAME_PATTERN
 from toolkit.targets import TARGETS

@@ -17,6 +17,12 @@ from typing import Any
 
 import yaml
 
+from toolkit.batch.identity import (
+    PKCS12_KEYS,
+    SignSettings,
+    identity_defaults,
+    sign_settings,
+)
 from toolkit.ca.keys import KEY_TYPES
 from toolkit.errors import UsageError, UserListError
 from toolkit.names import check_display_name, check_name, fold
@@ -54,25 +60,6 @@ CA_KEYS: dict[str, tuple[str, str]] = {
     "dir": ("path", "The CA folder (made by 'ovpn-toolkit ca init')."),
     "passphrase_env": ("str", "Environment variable holding the CA key's passphrase."),
     "passphrase_file": ("path", "File holding the CA key's passphrase."),
-}
-SIGN_KEYS: dict[str, tuple[str, str]] = {
-    "cert": ("path", "The signing certificate (PEM, intermediates after it)."),
-    "key": ("path", "Its private key (PEM, unencrypted)."),
-}
-PKCS12_KEYS: dict[str, tuple[str, str]] = {
-    "pkcs12_passphrase_env": (
-        "str",
-        "Password of the PKCS#12 identity (ios-keychain, ikev2) from this environment variable "
-        "(default: a random one per target, in its own 0600 file).",
-    ),
-    "pkcs12_passphrase_file": (
-        "path",
-        "Like pkcs12_passphrase_env, reading the password from a file.",
-    ),
-    "embed_pkcs12_password": (
-        "bool",
-        "Put the identity's password into the ikev2 profile (installs without typing it).",
-    ),
 }
 DEFAULT_KEYS: dict[str, tuple[str, str]] = {
     "days": ("int", "Validity of issued certificates, in days."),
@@ -147,12 +134,6 @@ class UserEntry:
     @property
     def issued_from_ca(self) -> bool:
         return self.cert is None and self.pfx is None
-
-
-@dataclass(frozen=True)
-class SignSettings:
-    cert: Path
-    key: Path
 
 
 @dataclass(frozen=True)
@@ -424,35 +405,8 @@ def load_user_list(source: Path) -> UserList:
         v.key_type(defaults["key_type"], "key_type") if "key_type" in defaults else None
     ) or "rsa2048"
     warn_days = v.integer(defaults["warn_days"], "warn_days") if "warn_days" in defaults else None
-    user_defaults: dict[str, Any] = {}
-    if "pkcs12_passphrase_env" in defaults:
-        user_defaults["pkcs12_passphrase_env"] = v.string(
-            defaults["pkcs12_passphrase_env"], "pkcs12_passphrase_env"
-        )
-    if "pkcs12_passphrase_file" in defaults:
-        user_defaults["pkcs12_passphrase_file"] = v.path(
-            defaults["pkcs12_passphrase_file"], "pkcs12_passphrase_file"
-        )
-    if "pkcs12_passphrase_env" in defaults and "pkcs12_passphrase_file" in defaults:
-        v.problem(
-            top["defaults"],
-            "defaults: give pkcs12_passphrase_env or pkcs12_passphrase_file, not both",
-        )
-    if "embed_pkcs12_password" in defaults:
-        user_defaults["embed_pkcs12_password"] = v.boolean(
-            defaults["embed_pkcs12_password"], "embed_pkcs12_password"
-        )
-    user_defaults = {k: value for k, value in user_defaults.items() if value is not None}
-    sign = None
-    if "sign" in top:
-        sign_map = v.mapping(top["sign"], SIGN_KEYS, "sign")
-        for required in SIGN_KEYS:
-            if required not in sign_map and isinstance(top["sign"], yaml.MappingNode):
-                v.problem(top["sign"], f"sign: missing required key '{required}'")
-        sign_cert = v.path(sign_map["cert"], "cert") if "cert" in sign_map else None
-        sign_key = v.path(sign_map["key"], "key") if "key" in sign_map else None
-        if sign_cert is not None and sign_key is not None:
-            sign = SignSettings(sign_cert, sign_key)
+    user_defaults = identity_defaults(v, top, defaults)
+    sign = sign_settings(v, top)
     users: list[UserEntry] = []
     if "users" in top:
         users_node = top["users"]

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from toolkit import __version__
-from toolkit.batch.userlist import CASettings, SignSettings, UserEntry
+from toolkit.batch.identity import SignSettings
+from toolkit.batch.userlist import CASettings, UserEntry
 from toolkit.credentials import load_roots
 from toolkit.errors import CAError, ToolkitError
 from toolkit.output import remove_tree, write_user
