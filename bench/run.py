@@ -171,12 +171,10 @@ class Bench:
             first = f"; first failure: {failed[0].get('reason')}" if failed else ""
             return f"expected {len(names)} users {expect}, got {counts}{first}"
         for name in names:
-            for path in (
-                output / name / "ios" / f"{name}.ovpn",
-                output / name / "tunnelblick" / f"{name}.tblk.zip",
-            ):
-                if not path.is_file():
-                    return f"{path} was not written"
+            # the file to send per target, whatever the naming scheme of this toolkit version
+            for folder, pattern in (("ios", "*.ovpn"), ("tunnelblick", "*.tblk.zip")):
+                if not any((output / name / folder).glob(pattern)):
+                    return f"{output / name / folder}: no {pattern} was written"
         return None
 
     # -- measurements --------------------------------------------------------------------
