@@ -182,14 +182,14 @@ def expected_files(name: str, targets: list[str]) -> set[str]:
     files = {f"{name}/INSTALL.html"}
     if "tunnelblick" in targets:
         files |= {
-            f"{name}/tunnelblick/{name}.tblk.zip",
-            f"{name}/tunnelblick/{name}.tblk/Contents/Info.plist",
-            f"{name}/tunnelblick/{name}.tblk/Contents/Resources/config.ovpn",
+            f"{name}/tunnelblick/{name}-mac.tblk.zip",
+            f"{name}/tunnelblick/{name}-mac.tblk/Contents/Info.plist",
+            f"{name}/tunnelblick/{name}-mac.tblk/Contents/Resources/config.ovpn",
         }
     if "ios" in targets:
-        files.add(f"{name}/ios/{name}.ovpn")
+        files.add(f"{name}/ios/{name}-iphone.ovpn")
     if "openvpn" in targets:
-        files.add(f"{name}/openvpn/{name}.ovpn")
+        files.add(f"{name}/openvpn/{name}-linux-windows.ovpn")
     return files
 
 
@@ -238,7 +238,7 @@ def test_first_run_writes_every_user_with_their_own_certificate(team: Team) -> N
         expected |= expected_files(name, targets)
     assert on_disk == expected
     for name in NAMES:
-        profile = (team.out / f"{name}/ios/{name}.ovpn").read_text()
+        profile = (team.out / f"{name}/ios/{name}-iphone.ovpn").read_text()
         cert = x509.load_pem_x509_certificate(pem_block(profile, "cert").encode())
         assert cert == source_certificate(team, name)
         assert "ENCRYPTED" not in pem_block(profile, "key")
@@ -416,8 +416,8 @@ def test_reissued_certificate_rewrites_only_that_user(team: Team) -> None:
     new = team.manifest()["erin"]["certificate"]["thumbprint_sha1"]
     assert new == renewed.thumbprint_sha1 != old
     for profile in (
-        "erin/ios/erin.ovpn",
-        "erin/tunnelblick/erin.tblk/Contents/Resources/config.ovpn",
+        "erin/ios/erin-iphone.ovpn",
+        "erin/tunnelblick/erin-mac.tblk/Contents/Resources/config.ovpn",
     ):
         text = (team.out / profile).read_text()
         cert = x509.load_pem_x509_certificate(pem_block(text, "cert").encode())
@@ -434,8 +434,8 @@ def test_changed_setting_rewrites_only_that_user(team: Team) -> None:
     after = snapshot(team.out)
     for name in NAMES[1:]:
         assert user_part(after, name) == user_part(before, name), name
-    assert after["alice/ios/alice.ovpn"][3] != before["alice/ios/alice.ovpn"][3]
-    ios = (team.out / "alice/ios/alice.ovpn").read_text()
+    assert after["alice/ios/alice-iphone.ovpn"][3] != before["alice/ios/alice-iphone.ovpn"][3]
+    ios = (team.out / "alice/ios/alice-iphone.ovpn").read_text()
     assert 'setenv FRIENDLY_NAME "Alice (Fabrikam VPN)"' in ios.splitlines()
     assert "Contoso" not in ios
     assert "Alice (Fabrikam VPN)" in (team.out / "alice/INSTALL.html").read_text()
@@ -529,13 +529,13 @@ def test_jobs_1_and_jobs_2_give_the_same_outputs(team: Team) -> None:
     assert set(one) == set(two)
     assert one == two
     assert len(one) == 2 + sum(len(expected_files(n, t)) for n, t in TARGETS.items())
-    with zipfile.ZipFile(team.folder / "out1/alice/tunnelblick/alice.tblk.zip") as archive:
+    with zipfile.ZipFile(team.folder / "out1/alice/tunnelblick/alice-mac.tblk.zip") as archive:
         names = archive.namelist()
         assert "alice.tblk/Contents/Resources/config.ovpn" in names
         assert (
             archive.read("alice.tblk/Contents/Resources/config.ovpn")
             == (
-                team.folder / "out1/alice/tunnelblick/alice.tblk/Contents/Resources/config.ovpn"
+                team.folder / "out1/alice/tunnelblick/alice-mac.tblk/Contents/Resources/config.ovpn"
             ).read_bytes()
         )
 
@@ -670,7 +670,7 @@ def test_install_guide_has_no_secrets_and_no_external_assets(team: Team) -> None
     assert len(tls_auth_lines) == 16
     for name in NAMES:
         html = (team.out / f"{name}/INSTALL.html").read_text()
-        profile = (team.out / f"{name}/ios/{name}.ovpn").read_text()
+        profile = (team.out / f"{name}/ios/{name}-iphone.ovpn").read_text()
         key_lines = [line for line in pem_block(profile, "key").splitlines() if "-----" not in line]
         assert len(key_lines) > 10
         assert "PRIVATE KEY" not in html and "BEGIN" not in html
@@ -802,15 +802,15 @@ def test_changed_package_rewrites_everyone(team: Team) -> None:
     result = team.ok()
     assert summary_lines(result) == dict.fromkeys(NAMES, "written")
     for name in NAMES:
-        profile = (team.out / f"{name}/ios/{name}.ovpn").read_text()
+        profile = (team.out / f"{name}/ios/{name}-iphone.ovpn").read_text()
         assert f"remote {team.gateway.remote_host} " not in profile
-        assert os.stat(team.out / f"{name}/ios/{name}.ovpn").st_mtime_ns != OLD_NS
+        assert os.stat(team.out / f"{name}/ios/{name}-iphone.ovpn").st_mtime_ns != OLD_NS
 
 
 def test_deleted_or_edited_output_is_restored_for_that_user_only(team: Team) -> None:
     team.ok()
-    original = (team.out / "bob/ios/bob.ovpn").read_bytes()
-    (team.out / "bob/ios/bob.ovpn").write_text("edited by hand\n")
+    original = (team.out / "bob/ios/bob-iphone.ovpn").read_bytes()
+    (team.out / "bob/ios/bob-iphone.ovpn").write_text("edited by hand\n")
     (team.out / "carol/INSTALL.html").unlink()
     age(team.out)
     before = snapshot(team.out)
@@ -820,7 +820,7 @@ def test_deleted_or_edited_output_is_restored_for_that_user_only(team: Team) -> 
         "bob": "written",
         "carol": "written",
     }
-    assert (team.out / "bob/ios/bob.ovpn").read_bytes() == original
+    assert (team.out / "bob/ios/bob-iphone.ovpn").read_bytes() == original
     assert (team.out / "carol/INSTALL.html").exists()
     after = snapshot(team.out)
     for name in ("alice", "dave", "erin"):

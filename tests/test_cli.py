@@ -336,10 +336,10 @@ def test_dry_run_prints_the_plan_and_writes_nothing(files: Files) -> None:
     assert not files.out.exists()
     user = files.out / "alice"
     for rel in (
-        "tunnelblick/alice.tblk/Contents/Resources/config.ovpn",
-        "tunnelblick/alice.tblk/Contents/Info.plist",
-        "tunnelblick/alice.tblk.zip",
-        "ios/alice.ovpn",
+        "tunnelblick/alice-mac.tblk/Contents/Resources/config.ovpn",
+        "tunnelblick/alice-mac.tblk/Contents/Info.plist",
+        "tunnelblick/alice-mac.tblk.zip",
+        "ios/alice-iphone.ovpn",
     ):
         assert f"would write {user / rel} (0600)" in result.stdout
     assert "wrote " not in result.stdout
@@ -439,9 +439,9 @@ def test_check_stock_azure_profile_for_ios_exits_5(tmp_path: Path, gateway: Samp
 @pytest.mark.parametrize(
     ("target", "rel"),
     [
-        ("ios", "ios/alice.ovpn"),
-        ("tunnelblick", "tunnelblick/alice.tblk/Contents/Resources/config.ovpn"),
-        ("openvpn", "openvpn/alice.ovpn"),
+        ("ios", "ios/alice-iphone.ovpn"),
+        ("tunnelblick", "tunnelblick/alice-mac.tblk/Contents/Resources/config.ovpn"),
+        ("openvpn", "openvpn/alice-linux-windows.ovpn"),
     ],
 )
 def test_check_generated_profile_is_clean(files: Files, target: str, rel: str) -> None:

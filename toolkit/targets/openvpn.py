@@ -14,6 +14,7 @@ class OpenVPNTarget(Target):
     name = "openvpn"
     title = "OpenVPN 2.x (Linux, Windows)"
     platform = "Linux/Windows"
+    file_label = "linux-windows"
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         if not ctx.disable_dco or profile.first("disable-dco") is not None:
@@ -35,7 +36,7 @@ class OpenVPNTarget(Target):
         return [Edit(0, "disable-dco", "added", reason)], []
 
     def render(self, profile: Profile, ctx: TargetContext) -> list[PlannedFile]:
-        return [PlannedFile(f"{self.name}/{ctx.name}.ovpn", profile.to_bytes())]
+        return [PlannedFile(f"{self.name}/{self.file_stem(ctx)}.ovpn", profile.to_bytes())]
 
     def lint(self, profile: Profile) -> list[Finding]:
         return []
