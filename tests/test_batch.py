@@ -531,9 +531,9 @@ def test_jobs_1_and_jobs_2_give_the_same_outputs(team: Team) -> None:
     assert len(one) == 2 + sum(len(expected_files(n, t)) for n, t in TARGETS.items())
     with zipfile.ZipFile(team.folder / "out1/alice/tunnelblick/alice-mac.tblk.zip") as archive:
         names = archive.namelist()
-        assert "alice.tblk/Contents/Resources/config.ovpn" in names
+        assert "alice-mac.tblk/Contents/Resources/config.ovpn" in names
         assert (
-            archive.read("alice.tblk/Contents/Resources/config.ovpn")
+            archive.read("alice-mac.tblk/Contents/Resources/config.ovpn")
             == (
                 team.folder / "out1/alice/tunnelblick/alice-mac.tblk/Contents/Resources/config.ovpn"
             ).read_bytes()
@@ -652,9 +652,9 @@ def test_install_guide_names_the_users_files_gateway_and_expiry(team: Team) -> N
         assert team.gateway.remote_host in html
         assert record["certificate"]["not_after"][:10] in html
         assert record["certificate"]["thumbprint_sha1"] in html
-        assert f"{name}.ovpn" in html  # every user has the ios target here
+        assert f"{name}-iphone.ovpn" in html  # every user has the ios target here
         if "tunnelblick" in TARGETS[name]:
-            assert f"{name}.tblk.zip" in html and "On your Mac" in html
+            assert f"{name}-mac.tblk.zip" in html and "On your Mac" in html
         else:
             assert "tblk" not in html and "On your Mac" not in html
         assert ("openvpn --config" in html) == ("openvpn" in TARGETS[name])
@@ -869,5 +869,5 @@ def test_install_guide_mentions_the_key_passphrase_only_when_there_is_one(
     alice = (team.out / "alice" / "INSTALL.html").read_text()
     assert "key passphrase" in erin and "key passphrase" not in alice
     assert "erin's own words" not in erin and "erin&#39;s own words" not in erin
-    profile = (team.out / "erin" / "ios" / "erin.ovpn").read_text()
+    profile = (team.out / "erin" / "ios" / "erin-iphone.ovpn").read_text()
     assert "BEGIN ENCRYPTED PRIVATE KEY" in profile

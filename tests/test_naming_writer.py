@@ -104,8 +104,8 @@ def test_accepted_names_stay_inside_the_output_folder(name: str) -> None:
     output = Path("/srv/profiles").resolve()
     for path in (
         output / name,
-        output / name / "tunnelblick" / f"{name}.tblk",
-        output / name / "ios" / f"{name}.ovpn",
+        output / name / "tunnelblick" / f"{name}-mac.tblk",
+        output / name / "ios" / f"{name}-iphone.ovpn",
     ):
         resolved = path.resolve()
         assert resolved.is_relative_to(output)

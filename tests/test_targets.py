@@ -313,12 +313,12 @@ def test_tunnelblick_bundle_and_zip(
     with zipfile.ZipFile(io.BytesIO(file_data(tplan, ".tblk.zip"))) as archive:
         assert archive.testzip() is None
         names = archive.namelist()
-        assert {n.split("/")[0] for n in names} == {"alice.tblk"}
-        assert "alice.tblk/" in names
+        assert {n.split("/")[0] for n in names} == {"alice-mac.tblk"}
+        assert "alice-mac.tblk/" in names
         files = sorted(n for n in names if not n.endswith("/"))
         assert files == [
-            "alice.tblk/Contents/Info.plist",
-            "alice.tblk/Contents/Resources/config.ovpn",
+            "alice-mac.tblk/Contents/Info.plist",
+            "alice-mac.tblk/Contents/Resources/config.ovpn",
         ]
         for name in files:
             planned = f"tunnelblick/{name}"
