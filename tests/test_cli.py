@@ -194,7 +194,9 @@ def test_generate_with_warnings_still_writes(
     assert len(warnings) == 1
     assert "EC key" in warnings[0]
     assert str(files.cert) in warnings[0]
-    assert_profile_holds((files.out / "alice" / "ios" / "alice-iphone.ovpn").read_bytes(), ec_client)
+    assert_profile_holds(
+        (files.out / "alice" / "ios" / "alice-iphone.ovpn").read_bytes(), ec_client
+    )
 
 
 def test_generate_openvpn_target_and_default_name_from_cn(files: Files) -> None:

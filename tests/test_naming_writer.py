@@ -179,7 +179,9 @@ def test_bundle_version_increases_with_time() -> None:
 def make_plans(tag: str = "v1") -> list[PlannedFile]:
     """Two target folders, like tunnelblick (nested folders) and ios."""
     return [
-        PlannedFile("tunnelblick/alice-mac.tblk/Contents/Resources/config.ovpn", f"cfg {tag}".encode()),
+        PlannedFile(
+            "tunnelblick/alice-mac.tblk/Contents/Resources/config.ovpn", f"cfg {tag}".encode()
+        ),
         PlannedFile("tunnelblick/alice-mac.tblk/Contents/Info.plist", f"plist {tag}".encode()),
         PlannedFile("tunnelblick/alice-mac.tblk.zip", f"zip {tag}".encode()),
         PlannedFile("ios/alice-iphone.ovpn", f"ios {tag}".encode()),

@@ -34,8 +34,6 @@ def check_contact(text: str, what: str = "--contact") -> str:
     return text
 
 
-
-
 def render_guide(
     *,
     name: str,

@@ -405,9 +405,7 @@ def load_user_list(source: Path) -> UserList:
                 v.problem(users_node, f"more than {MAX_USERS} users")
             seen: dict[str, int] = {}
             for item in users_node.value:
-                user = _user(
-                    v, item, targets, days, key_type, has_ca=ca is not None or "ca" in top
-                )
+                user = _user(v, item, targets, days, key_type, has_ca=ca is not None or "ca" in top)
                 if user is not None and user.contact is None and contact is not None:
                     user = replace(user, contact=contact)
                 if user is None:
