@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import time
@@ -30,6 +31,7 @@ from typer.testing import CliRunner, Result
 from toolkit import ca
 from toolkit.ca import keys as pki
 from toolkit.cli import app
+from toolkit.cli import batch as batch_cli
 from toolkit.sample import SampleGateway
 
 CA_PASS = b"ca passphrase for tests"
@@ -491,6 +493,14 @@ def test_ca_users_are_not_reissued_and_renew_within_renews_them(team: Team) -> N
     }
     ledger = team.ledger()
     assert len(ledger) == count + 2
+    # as `ca renew` does: each superseded certificate with the command that cuts it off now
+    for name in CA_USERS:
+        thumbprint = first[name].thumbprint_sha1
+        assert (
+            f"Superseded {thumbprint} (expires {first[name].not_after:%Y-%m-%d}); Azure accepts "
+            f"it until then. To cut it off now: ovpn-toolkit ca revoke --ca {team.ca_dir} "
+            f"{thumbprint}"
+        ) in result.stdout
     manifest = team.manifest()
     for name in CA_USERS:
         old = next(e for e in ledger if e.serial == first[name].serial)
@@ -737,8 +747,87 @@ def test_json_output_is_one_document(team: Team) -> None:
 def test_quiet_prints_only_the_count_and_errors(team: Team) -> None:
     _garbage_key(team)
     result = team.ok("--quiet", code=3)
-    assert result.stdout == "5 users, 1 failed\n"
+    assert result.stdout == "5 users: 4 written, 1 failed\n"  # the grammar of every mode
     assert result.stderr.startswith("erin: failed: ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_each_failure_is_printed_on_stderr_as_it_happens(team: Team) -> None:
+    _unset_passphrase(team)  # alice, the first user, fails
+    seen: list[tuple[str, bool]] = []
+    original = batch_cli.err
+
+    def spy(text: str) -> None:  # was erin, the last user, already written when it came?
+        seen.append((text, (team.out / "erin").exists()))
+        original(text)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batch_cli, "err", spy)
+        result = team.ok(code=3)
+    assert len(seen) == 1
+    line, erin_done = seen[0]
+    assert line.startswith("alice: failed: ") and "ALICE_KEY_PASS" in line
+    assert not erin_done  # printed before the later users ran, not at the end
+    assert result.stderr.startswith("alice: failed: ")
+    assert "5 users: 4 written, 1 failed" in result.stdout
+
+
+def test_one_user_is_one_user(team: Team) -> None:
+    text = team.users_yaml.read_text()
+    team.users_yaml.write_text(text.split("  - name: bob")[0])  # alice only
+    assert team.ok().stdout.splitlines()[-2] == "1 user: 1 written"
+    assert team.ok("-q").stdout == "1 user: 1 unchanged\n"
+
+
+def test_the_manifest_and_json_list_exactly_the_files_to_send(team: Team) -> None:
+    document = json.loads(team.ok("--json", code=0).stdout)
+    users = {u["name"]: u for u in document["users"]}
+    manifest = team.manifest()
+    for name in NAMES:
+        send = users[name]["send"]
+        assert manifest[name]["send"] == send
+        labels = {"tunnelblick": "mac", "ios": "iphone", "openvpn": "linux-windows"}
+        expected = [
+            f"{name}/{t}/{name}-{labels[t]}" + (".tblk.zip" if t == "tunnelblick" else ".ovpn")
+            for t in TARGETS[name]
+        ]
+        assert [s["path"] for s in send] == [*expected, f"{name}/INSTALL.html"]
+        assert [s["platform"] for s in send][-1] == "all"
+        for item in send:
+            assert (team.out / item["path"]).is_file()
+        names = [Path(s["path"]).name for s in send]
+        assert len(set(names)) == len(names)
+    with (team.out / "manifest.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["send"].split() == [s["path"] for s in users["alice"]["send"]]
+    text = team.ok().stdout  # the human summary says what to send, per platform
+    assert f"send (iPhone): {team.out / 'carol/ios/carol-iphone.ovpn'}" not in text  # unchanged
+    team.ok("--force")
+    text = team.ok("--force").stdout
+    assert f"send (iPhone): {team.out / 'carol/ios/carol-iphone.ovpn'}" in text
+    assert f"send (Mac): {team.out / 'dave/tunnelblick/dave-mac.tblk.zip'}" in text
+
+
+def test_contact_from_the_file_and_per_user_reaches_the_guide(team: Team) -> None:
+    text = team.users_yaml.read_text()
+    text = text.replace("users:\n", "contact: IT desk <it@contoso.example>\nusers:\n", 1)
+    text = text.replace(
+        "    targets: [ios]\n", "    targets: [ios]\n    contact: Ines at the Zurich desk\n", 1
+    )
+    team.users_yaml.write_text(text)
+    team.ok()
+    alice = (team.out / "alice" / "INSTALL.html").read_text()
+    carol = (team.out / "carol" / "INSTALL.html").read_text()
+    assert "Ask <strong>IT desk &lt;it@contoso.example&gt;</strong>" in alice
+    assert "Ines at the Zurich desk" in carol and "IT desk" not in carol
+
+
+def test_guide_false_in_the_file_writes_no_guide(team: Team) -> None:
+    text = team.users_yaml.read_text().replace("users:\n", "guide: false\nusers:\n", 1)
+    team.users_yaml.write_text(text)
+    team.ok()
+    assert not list(team.out.rglob("INSTALL.html"))
+    assert all(s["target"] != "guide" for u in team.manifest().values() for s in u["send"])
 
 
 # --- a big team ----------------------------------------------------------------------------------
@@ -834,11 +923,19 @@ def test_revoked_ca_user_is_not_silently_reissued(team: Team) -> None:
     result = team.ok(code=3)
     lines = summary_lines(result)
     assert lines["carol"].startswith("failed: the certificate of 'carol' was revoked")
-    assert "ovpn-toolkit ca issue" in lines["carol"]
     assert all(lines[n] == "unchanged" for n in NAMES if n != "carol")
     assert len(team.ledger()) == count  # nothing issued behind the admin's back
-    # a deliberate re-issue is picked up by the next run
-    ca.open_ca(team.ca_dir, CA_PASS).issue("carol", email="carol@contoso.example")
+    old = next(e for e in team.ledger() if e.name == "carol")
+    # the hint is the deliberate re-issue, with every option the batch would have used
+    command = lines["carol"].split("issue deliberately: ", 1)[1].rstrip(")")
+    argv = shlex.split(command)
+    assert argv[:3] == ["ovpn-toolkit", "ca", "issue"]
+    assert ["--email", "carol@contoso.example"] == argv[argv.index("--email") :][:2]
+    assert ["--passphrase-env", "P2S_CA_PASS"] == argv[argv.index("--passphrase-env") :][:2]
+    issued = CliRunner().invoke(app, argv[1:])  # run it as printed
+    assert issued.exit_code == 0, issued.stderr
+    new = ca.find_current(team.ca_dir, "carol")
+    assert new is not None and new.cn == old.cn == "carol@contoso.example"
     result = team.ok()
     assert summary_lines(result)["carol"] == "written"
 

@@ -142,6 +142,7 @@ def register(app: typer.Typer) -> None:
             force=force,
             dry_run=dry_run,
             renew_within=renew_within,
+            guide=users.guide,
             environ={name: os.environ[name] for name in users.env_names() if name in os.environ},
         )
         show_progress = sys.stderr.isatty() and not quiet and not json_output
