@@ -930,8 +930,8 @@ def test_revoked_ca_user_is_not_silently_reissued(team: Team) -> None:
     command = lines["carol"].split("issue deliberately: ", 1)[1].rstrip(")")
     argv = shlex.split(command)
     assert argv[:3] == ["ovpn-toolkit", "ca", "issue"]
-    assert ["--email", "carol@contoso.example"] == argv[argv.index("--email") :][:2]
-    assert ["--passphrase-env", "P2S_CA_PASS"] == argv[argv.index("--passphrase-env") :][:2]
+    assert argv[argv.index("--email") :][:2] == ["--email", "carol@contoso.example"]
+    assert argv[argv.index("--passphrase-env") :][:2] == ["--passphrase-env", "P2S_CA_PASS"]
     issued = CliRunner().invoke(app, argv[1:])  # run it as printed
     assert issued.exit_code == 0, issued.stderr
     new = ca.find_current(team.ca_dir, "carol")

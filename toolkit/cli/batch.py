@@ -59,7 +59,8 @@ def _summary(result: BatchResult, output: Path, *, dry_run: bool) -> None:
         if outcome.status in ("written", "planned") and outcome.send:
             verb = "would send" if outcome.status == "planned" else "send"
             for item in outcome.send:
-                typer.echo(f"  {verb} ({item['platform']}): {output / item['path']}")
+                label = "install guide" if item["target"] == "guide" else item["platform"]
+                typer.echo(f"  {verb} ({label}): {output / item['path']}")
     for name in result.dropped:
         typer.echo(
             f"note: {name} is no longer in the user list; {output / name} was left in place "
