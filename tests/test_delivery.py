@@ -404,3 +404,49 @@ def test_ca_init_refuses_names_azure_would_refuse(tmp_path: Path, value: str) ->
     )
     assert "--gateway" in error and "is not an Azure resource name" in error
     assert not (directory / "ca.json").exists()
+
+
+# --- the batch on a terminal ----------------------------------------------------------------------
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the program closed its end of the terminal
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_batch_progress_on_a_terminal_shows_n_of_n_and_failures_at_once(tmp_path: Path) -> None:
+    script = _console_script()
+    made = run("demo", "--output", tmp_path / "demo")
+    assert made.exit_code == 0, made.stderr
+    (tmp_path / "demo" / "secrets" / "bob.pass").write_text("not bob's password\n")
+    master, slave = os.openpty()
+    process = subprocess.Popen(
+        [script, "batch", str(tmp_path / "demo" / "users.yaml"), "--force", "--jobs", "1"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1"},
+    )
+    os.close(slave)
+    try:
+        terminal = _read_all(master).decode("utf-8", "replace")
+        stdout, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+    assert process.returncode == 3, terminal
+    assert "4/4" in terminal  # n/N
+    assert "0:00:" in terminal  # the time elapsed
+    # printed on stderr above the bar, as one line (the terminal wraps it, not the program)
+    failure = next(line for line in terminal.split("\r\n") if "bob: failed: " in line)
+    assert failure.endswith("(hint: check the passphrase; it is never shown)")
+    assert "wrong passphrase for the PKCS#12 file" in failure
+    assert "\x1b[3" not in terminal  # NO_COLOR: no colours (cursor movements are fine)
+    assert stdout.decode().splitlines()[-2] == "4 users: 3 written, 1 failed"

@@ -171,7 +171,9 @@ def register(app: typer.Typer) -> None:
 
                 def advance(outcome: UserOutcome) -> None:
                     if outcome.status == "failed":  # at once, above the bar
-                        progress.console.print(failure_line(outcome), markup=False, style=None)
+                        progress.console.print(
+                            failure_line(outcome), markup=False, highlight=False, soft_wrap=True
+                        )
                     progress.update(task, advance=1, description=outcome.name)
 
                 result = run(on_outcome=advance)
