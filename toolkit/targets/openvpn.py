@@ -42,4 +42,7 @@ class OpenVPNTarget(Target):
         return []
 
     def next_step(self, file_to_send: Path) -> str:
-        return f"Linux/Windows: openvpn --config {file_to_send} (docs/how-to/openvpn.md)"
+        return (
+            f"Linux/Windows: send {file_to_send}; the user imports it in OpenVPN GUI or "
+            "NetworkManager, or runs openvpn --config (docs/how-to/openvpn.md)"
+        )
