@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 import toolkit
@@ -93,6 +95,12 @@ def test_a_name_with_accents_gets_one_wording_with_a_suggestion(what: str, shown
     assert info.value.hint is not None
     assert info.value.hint.startswith(f"use 'jose.garcia' as the {shown} ")
     assert "display name" in info.value.hint
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=90))
+def test_every_suggestion_passes_the_name_check(text: str) -> None:
+    assert check_name(suggest_name(text)) == suggest_name(text)
 
 
 def test_display_names_hold_accents_and_spaces() -> None:
