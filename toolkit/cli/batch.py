@@ -176,7 +176,10 @@ def register(app: typer.Typer) -> None:
                         )
                     progress.update(task, advance=1, description=outcome.name)
 
-                result = run(on_outcome=advance)
+                def starting(name: str) -> None:  # with --jobs 1: the user being worked on
+                    progress.update(task, description=name)
+
+                result = run(on_outcome=advance, on_start=starting)
         elif json_output:
             result = run()
         else:
