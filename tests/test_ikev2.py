@@ -234,7 +234,7 @@ def test_identifiers_are_stable_per_gateway_and_user(
     # not the identifier of the OpenVPN Connect .mobileconfig (installing one must not replace
     # the other)
     both = _plan(package_zip, creds, targets=("ikev2", "mobileconfig"))
-    openvpn = plistlib.loads(_file(both, "mobileconfig/alice.mobileconfig"))
+    openvpn = plistlib.loads(_file(both, "mobileconfig/alice-iphone-mdm.mobileconfig"))
     assert openvpn["PayloadIdentifier"] != _profile(both)["PayloadIdentifier"]
     # a new certificate: the identity payload gets a new UUID, the profile keeps its identifier
     renewed = pki.issue_certificate(p2s_root, "alice@contoso.com", email="alice@contoso.com")
@@ -393,7 +393,7 @@ def signer_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 @pytest.mark.parametrize(
     ("target", "path"),
-    [("ikev2", MOBILECONFIG), ("mobileconfig", "mobileconfig/alice.mobileconfig")],
+    [("ikev2", MOBILECONFIG), ("mobileconfig", "mobileconfig/alice-iphone-mdm.mobileconfig")],
 )
 def test_signed_profile_verifies_with_openssl(
     package_zip: Path,

@@ -59,6 +59,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -751,10 +752,9 @@ class _Charon:
 
     @property
     def socket(self) -> Path:
-        # A unix socket path holds at most 107 bytes; pytest-xdist's tmp paths
-        # (.../popen-gw0/test_.../ikev2-xxxx/initiator-1/) can be longer, and charon would bind
-        # a truncated path. So the socket lives under a short per-run path in /tmp.
-        return Path("/tmp") / f"{self.namespace}-{self.directory.name}.vici"
+        # a unix socket path holds at most 107 bytes: pytest's tmp paths (longer still under
+        # xdist) do not fit, so the socket lives in /tmp under the namespace's unique name
+        return Path(tempfile.gettempdir()) / f"{self.namespace}.vici"
 
     @property
     def swanctl_dir(self) -> Path:
@@ -823,6 +823,12 @@ class _Charon:
     def stop(self, grace: float = 5.0) -> None:
         if self.process is None:
             return
+        self._stop_process(grace)
+        with contextlib.suppress(OSError):
+            self.socket.unlink()
+
+    def _stop_process(self, grace: float) -> None:
+        assert self.process is not None
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
@@ -831,7 +837,6 @@ class _Charon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=grace)
-        self.socket.unlink(missing_ok=True)
 
 
 # --- results and the endpoint -------------------------------------------------------------------

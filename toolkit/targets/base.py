@@ -68,6 +68,7 @@ class TargetPlan:
     edits: list[Edit]
     warnings: list[Finding]
     deliverable: PlannedFile
+    platform: str = ""
 
     @property
     def folder(self) -> str:
@@ -84,6 +85,13 @@ class Target(abc.ABC):
     # how `check` reports a profile without <key>: an error, a warning (the client can take
     # the identity from elsewhere), or nothing (keyless by design)
     missing_key: ClassVar[Literal["error", "warning"] | None] = "error"
+    # the platform in the file names ("alice-iphone.ovpn"): no two files of a user differ
+    # only by their folder, so a file taken out of its folder still says what it is for
+    file_label: ClassVar[str]
+
+    def file_stem(self, ctx: TargetContext) -> str:
+        """The user's files for this target are named ``<name>-<file_label>``."""
+        return f"{ctx.name}-{self.file_label}"
 
     def check_package(self, package: AzurePackage) -> None:
         """PackageError when the package lacks what this target is made from."""
@@ -117,7 +125,9 @@ class Target(abc.ABC):
         self, profile: Profile, ctx: TargetContext, edits: list[Edit], warnings: list[Finding]
     ) -> TargetPlan:
         files = self.render(profile, ctx)
-        return TargetPlan(self.name, files, edits, warnings, self.deliverable(files))
+        return TargetPlan(
+            self.name, files, edits, warnings, self.deliverable(files), platform=self.platform
+        )
 
 
 def require_credentials(ctx: TargetContext) -> ClientCredentials:

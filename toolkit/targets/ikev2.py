@@ -176,8 +176,10 @@ class IKEv2Target(Target):
     def check_package(self, package: AzurePackage) -> None:
         package.require_vpn_settings(self.name)
 
+    file_label = "ikev2"
+
     def stem(self, ctx: TargetContext) -> str:
-        return f"{self.name}/{ctx.name}-ikev2"
+        return f"{self.name}/{self.file_stem(ctx)}"
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         warnings: list[Finding] = [

@@ -68,6 +68,7 @@ class MobileconfigTarget(Target):
     name = "mobileconfig"
     title = "OpenVPN Connect via MDM (.mobileconfig)"
     platform = "MDM"
+    file_label = "iphone-mdm"
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         edits, warnings = IOSTarget().adapt(profile, ctx)
@@ -102,7 +103,7 @@ class MobileconfigTarget(Target):
         raw = data.encode("utf-8")
         if ctx.signer is not None:
             raw = ctx.signer.sign(raw)
-        return [PlannedFile(f"{self.name}/{ctx.name}.mobileconfig", raw)]
+        return [PlannedFile(f"{self.name}/{self.file_stem(ctx)}.mobileconfig", raw)]
 
     def lint(self, profile: Profile) -> list[Finding]:
         return IOSTarget().lint(profile)

@@ -48,8 +48,10 @@ class IOSKeychainTarget(Target):
     platform = "iPhone"
     missing_key: ClassVar[Literal["error", "warning"] | None] = None  # keyless by design
 
+    file_label = "iphone-keychain"
+
     def stem(self, ctx: TargetContext) -> str:
-        return f"{self.name}/{ctx.name}-iphone-keychain"
+        return f"{self.name}/{self.file_stem(ctx)}"
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         edits, warnings = IOSTarget().adapt(profile, ctx)
