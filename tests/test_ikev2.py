@@ -466,3 +466,14 @@ def test_sign_options_need_a_mobileconfig_target(
     assert only_cert.exit_code == 2 and "go together" in only_cert.output
     no_target = runner.invoke(app, [*base, "--sign-cert", str(cert), "--sign-key", str(key)])
     assert no_target.exit_code == 2 and ".mobileconfig" in no_target.output
+
+
+def test_install_guide_covers_ikev2(package_zip: Path, client_files: ClientFiles) -> None:
+    plan = _plan(package_zip, _creds(client_files), guide=True)
+    assert plan.guide is not None
+    html = plan.guide.data.decode()
+    assert 'id="builtin"' in html and "alice-ikev2.mobileconfig" in html
+    assert "type the <strong>password</strong>" in html
+    embedded = _plan(package_zip, _creds(client_files), guide=True, embed_pkcs12_password=True)
+    assert embedded.guide is not None
+    assert "type the <strong>password</strong>" not in embedded.guide.data.decode()

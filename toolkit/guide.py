@@ -44,6 +44,7 @@ def render_guide(
     key_protected: bool,
     contact: str | None = None,
     openvpn_log: str | None = None,
+    ikev2_password: bool = True,
 ) -> PlannedFile:
     """The guide for one user; ``deliverables`` maps each target to the file sent for it."""
 
@@ -62,6 +63,8 @@ def render_guide(
         tunnelblick_zip=file_of("tunnelblick"),
         ios_profile=file_of("ios"),
         openvpn_profile=file_of("openvpn"),
+        ikev2_profile=file_of("ikev2"),
+        ikev2_password=ikev2_password,
         key_protected=key_protected,
         contact=contact or "",
         openvpn_log=openvpn_log or "",

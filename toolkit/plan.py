@@ -298,6 +298,7 @@ def plan_user(
             deliverables={plan.target: plan.deliverable for plan in plans},
             key_protected=key_passphrase is not None,
             contact=contact,
+            ikev2_password=not request.embed_pkcs12_password,
             openvpn_log=next(
                 (
                     openvpn_log(p)

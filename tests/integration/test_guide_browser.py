@@ -63,7 +63,7 @@ ERIN_YAML = f"""\
     email: erin@fabrikam.example
     display_name: '{ERIN_DISPLAY.replace("'", "''")}'
     contact: '{ERIN_CONTACT.replace("'", "''")}'
-    targets: [ios, openvpn]
+    targets: [ios, openvpn, ikev2]
 """
 
 # Collects CSP violations from the first moment of every page (DevTools scripts ignore the CSP).
