@@ -15,7 +15,9 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 from xml.parsers import expat
 
+from toolkit.contents import COPIED_HINT, content_problems
 from toolkit.errors import PackageError, ProfileError
+from toolkit.fill import FOREIGN_HINT, FOREIGN_MESSAGE, foreign_placeholders
 from toolkit.profile import Profile, normalize_text
 
 MAX_PROFILE_BYTES = 1024 * 1024
@@ -102,6 +104,43 @@ def _check_profile(text: str, label: str) -> None:
                 hint="the profile is incomplete or was edited; download the VPN client package "
                 "from the gateway again",
             )
+    for name in (*REQUIRED_BLOCKS, "tls-crypt"):
+        repeated = list(profile.blocks(name))
+        if len(repeated) > 1:
+            raise PackageError(
+                f"{label} line {repeated[1].line}: a second <{name}> block "
+                f"(the first is at line {repeated[0].line})",
+                hint="the profile was edited by hand; keep one block, or download the VPN client "
+                "package from the gateway again",
+            )
+    if profile.first("client") is None and profile.first("tls-client") is None:
+        raise PackageError(
+            f"{label}: no 'client' directive",
+            hint="this looks like a server configuration, not an Azure P2S client profile; "
+            "download the VPN client package from the gateway again",
+        )
+    if profile.first("remote") is None and profile.block("connection") is None:
+        raise PackageError(
+            f"{label}: no 'remote' directive (the gateway's address)",
+            hint="the profile is incomplete or was edited; download the VPN client package "
+            "from the gateway again",
+        )
+    dev = profile.first("dev")
+    if dev is not None and dev.args and not dev.args[0].startswith("tun"):
+        raise PackageError(
+            f"{label} line {dev.line}: 'dev {dev.args[0]}': Azure P2S gateways use 'dev tun'",
+            hint="this is not an Azure P2S profile (TAP mode is not supported by the gateway "
+            "or by OpenVPN Connect); download the VPN client package from the gateway again",
+        )
+    problems = content_problems(profile)
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise PackageError(f"{label} line {first.line}: {first.message}{more}", hint=COPIED_HINT)
+    foreign = foreign_placeholders(profile)
+    if foreign:
+        line, token = foreign[0]
+        raise PackageError(f"{label} line {line}: {FOREIGN_MESSAGE.format(token=token)}", FOREIGN_HINT)
 
 
 def parse_vpn_settings(data: bytes, label: str) -> VpnSettings:
