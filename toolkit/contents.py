@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import warnings
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -50,7 +51,22 @@ class ContentProblem:
     message: str
 
     def finding(self) -> Finding:
-        return Finding("error", self.code, f"line {self.line}: {self.message}", COPIED_HINT, self.line)
+        return Finding(
+            "error", self.code, f"line {self.line}: {self.message}", COPIED_HINT, self.line
+        )
+
+
+def _load_certificate(pem: str) -> x509.Certificate | None:
+    """One PEM certificate, or None when it does not parse (or breaks RFC 5280)."""
+    pem = pem.replace("X509 CERTIFICATE", "CERTIFICATE").replace(
+        "TRUSTED CERTIFICATE", "CERTIFICATE"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            return x509.load_pem_x509_certificate(pem.encode("ascii"))
+        except (ValueError, UnicodeEncodeError, Warning):
+            return None
 
 
 def _shortened(text: str) -> bool:
@@ -67,17 +83,13 @@ def _ca_problems(block: Block) -> list[ContentProblem]:
     good = 0
     for match in found:
         line = block.line + 1 + text.count("\n", 0, match.start())
-        pem = match.group(0).replace("X509 CERTIFICATE", "CERTIFICATE")
-        pem = pem.replace("TRUSTED CERTIFICATE", "CERTIFICATE")
-        try:
-            x509.load_pem_x509_certificate(pem.encode("ascii"))
-        except (ValueError, UnicodeEncodeError):
+        if _load_certificate(match.group(0)) is None:
             why = "is shortened" if _shortened(match.group(1)) else "cannot be parsed"
             problems.append(
                 ContentProblem(line, "bad-ca", f"the certificate in <ca> {why} (not X.509 PEM)")
             )
-        else:
-            good += 1
+            continue
+        good += 1
     return [] if good and not problems else problems
 
 
@@ -186,8 +198,7 @@ def ca_certificates(profile: Profile) -> list[x509.Certificate]:
         return []
     certs: list[x509.Certificate] = []
     for match in _PEM_CERT.finditer(block.content):
-        try:
-            certs.append(x509.load_pem_x509_certificate(match.group(0).encode("ascii")))
-        except (ValueError, UnicodeEncodeError):
-            continue
+        cert = _load_certificate(match.group(0))
+        if cert is not None:
+            certs.append(cert)
     return certs

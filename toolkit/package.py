@@ -16,7 +16,7 @@ from typing import Literal
 from xml.parsers import expat
 
 from toolkit.contents import COPIED_HINT, content_problems
-from toolkit.errors import PackageError, ProfileError
+from toolkit.errors import PackageError, ProfileError, UsageError
 from toolkit.fill import FOREIGN_HINT, FOREIGN_MESSAGE, foreign_placeholders
 from toolkit.profile import Profile, normalize_text
 
@@ -80,6 +80,25 @@ def _safe_parts(name: str) -> tuple[str, ...] | None:
     return parts
 
 
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    """A Unix symbolic link stored in the zip (mode S_IFLNK in the external attributes)."""
+    return (info.external_attr >> 16) & 0o170000 == 0o120000
+
+
+def check_output_location(package: AzurePackage, output: Path) -> None:
+    """Refuse an output folder inside an extracted package folder: the profiles (with keys)
+    would mix with Azure's files, and the next load could find them."""
+    if package.kind != "folder":
+        return
+    source = Path(package.source).resolve()
+    target = output.resolve()
+    if target == source or source in target.parents:
+        raise UsageError(
+            f"{output}: the output folder is inside the package folder {package.source}",
+            hint="write the profiles elsewhere, e.g. --output profiles next to the package",
+        )
+
+
 def _matches(parts: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
     """``wanted`` at the top, or nested under exactly one top folder (a re-zipped download)."""
     lowered = tuple(p.lower() for p in parts)
@@ -140,7 +159,9 @@ def _check_profile(text: str, label: str) -> None:
     foreign = foreign_placeholders(profile)
     if foreign:
         line, token = foreign[0]
-        raise PackageError(f"{label} line {line}: {FOREIGN_MESSAGE.format(token=token)}", FOREIGN_HINT)
+        raise PackageError(
+            f"{label} line {line}: {FOREIGN_MESSAGE.format(token=token)}", FOREIGN_HINT
+        )
 
 
 def parse_vpn_settings(data: bytes, label: str) -> VpnSettings:
@@ -220,6 +241,14 @@ def _load_zip(path: Path) -> AzurePackage:
         for info in infos:
             parts = _safe_parts(info.filename)
             if parts and not info.is_dir():
+                if _is_symlink(info):
+                    if _matches(parts, PROFILE_PATH):
+                        raise PackageError(
+                            f"{label}: {info.filename} is a symbolic link, not a file",
+                            hint="Azure's packages hold plain files; download the VPN client "
+                            "package from the portal again",
+                        )
+                    continue
                 usable.append((parts, info))
         entries = tuple("/".join(p) for p, _ in usable)
         profiles = [(p, i) for p, i in usable if _matches(p, PROFILE_PATH)]
