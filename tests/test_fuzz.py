@@ -59,7 +59,7 @@ PROFILE_BYTES = st.one_of(
     st.binary(max_size=512),
     mutated(PROFILE),
     st.lists(
-        st.sampled_from(PROFILE.split(b"\n") + [b"<ca>", b"</ca>", b"'", b'"', b"\xff", b"\r"])
+        st.sampled_from([*PROFILE.split(b"\n"), b"<ca>", b"</ca>", b"'", b'"', b"\xff", b"\r"])
     ).map(b"\n".join),
 )
 
