@@ -9,6 +9,7 @@ stderr or JSON. Keys and certificates are generated at run time (session-scoped 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import io
 import json
@@ -279,6 +280,18 @@ def pfx(issued: pki.IssuedCertificate, *, with_key: bool = True) -> bytes:
     )
 
 
+def bad_version(cert_pem: bytes) -> bytes:
+    """The certificate with its X.509 version field set to 11 (found by tests/test_fuzz.py)."""
+    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+    assert b"\xa0\x03\x02\x01\x02" in der
+    der = der.replace(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x0a", 1)
+    body = base64.encodebytes(der).decode().replace("\n", "")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return "\n".join(
+        ["-----BEGIN CERTIFICATE-----", *lines, "-----END CERTIFICATE-----", ""]
+    ).encode()
+
+
 def users(body: str, head: str = "") -> str:
     return f"package: VNet1GW.zip\ntargets: [tunnelblick, ios]\n{head}users:\n{body}"
 
@@ -341,6 +354,7 @@ CASES = [
     Case("ca-prose", block("ca", "... provided by azure"), ("<ca> holds a shortened placeholder",), hint=COPIED),
     Case("ca-unicode-ellipses", block("ca", "……"), ("<ca> holds a shortened placeholder",), hint=COPIED),
     Case("ca-garbage-in-armour", block("ca", "-----BEGIN CERTIFICATE-----\nTUlJRA==\n-----END CERTIFICATE-----"), ("cannot be parsed",), hint=COPIED),
+    Case("ca-invalid-version", lambda w: w.with_profile(replace_block(w.profile(), "ca", bad_version(w.m.gateway.public_root.cert_pem).decode().strip())), ("the certificate in <ca> cannot be parsed",), hint=COPIED),
     Case("ca-empty", block("ca", ""), ("<ca> holds no PEM certificate",), hint=COPIED),
     Case("tls-auth-shortened", block("tls-auth", "-----BEGIN OpenVPN Static key V1-----\n...\n-----END OpenVPN Static key V1-----"), ("static key is shortened",), hint=COPIED),
     Case("tls-auth-prose", block("tls-auth", "… provided by azure"), ("<tls-auth> holds a shortened placeholder",), hint=COPIED),
@@ -362,6 +376,7 @@ CASES = [
     Case("cert-given-as-key", lambda w: w.creds("--cert", w.cert(), "--key", w.cert()), ("holds a certificate, not a private key",), hint="swapped"),
     Case("pfx-given-as-cert", lambda w: w.creds("--cert", w.write("u.pfx", pfx(w.m.client)), "--key", w.key()), ("is a PKCS#12",), hint="--pfx"),
     Case("der-key", lambda w: w.creds("--cert", w.cert(), "--key", w.write("k.der", w.m.client.private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))), ("binary (DER)",), hint="openssl pkey"),
+    Case("cert-invalid-version", lambda w: w.creds("--cert", w.write("v.pem", bad_version(w.m.client.cert_pem)), "--key", w.key()), ("invalid X.509 version",)),
     Case("der-garbage-cert", lambda w: w.creds("--cert", w.write("c.der", b"\x30\x03\x02\x01\x05"), "--key", w.key()), ("no certificate in it",)),
     Case("several-client-certs", lambda w: w.creds("--cert", w.write("two.pem", w.m.client.cert_pem + w.m.second.cert_pem), "--key", w.key()), ("holds 2 client certificates",)),
     Case("pkcs12-without-key", lambda w: (w.env.update({PASS_ENV: PASSPHRASE}), w.creds("--pfx", w.write("nokey.pfx", pfx(w.m.client, with_key=False)), "--passphrase-env", PASS_ENV))[1], ("holds no private key",)),

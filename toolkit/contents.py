@@ -65,7 +65,7 @@ def _load_certificate(pem: str) -> x509.Certificate | None:
         warnings.simplefilter("error")
         try:
             return x509.load_pem_x509_certificate(pem.encode("ascii"))
-        except (ValueError, UnicodeEncodeError, Warning):
+        except (ValueError, UnicodeEncodeError, x509.InvalidVersion, Warning):
             return None
 
 

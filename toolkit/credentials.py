@@ -113,6 +113,11 @@ def _parse_certificates(data: bytes, label: str) -> list[x509.Certificate]:
             if PEM_CERT_BEGIN in data:
                 return x509.load_pem_x509_certificates(data)
             return [x509.load_der_x509_certificate(data)]
+        except x509.InvalidVersion as exc:
+            raise CredentialsError(
+                f"{label}: a certificate in it has an invalid X.509 version",
+                hint="the file is damaged; export the certificate again",
+            ) from exc
         except CryptographyDeprecationWarning as exc:
             raise CredentialsError(
                 f"{label}: a certificate in it has a negative or zero serial number, which "
