@@ -412,7 +412,7 @@ CASES = [
     Case("user-names-differ-in-case", lambda w: w.batch(users(ALICE + "  - name: Alice\n    cert: user.pem\n    key: user.key\n")), ("Alice",)),
     Case("batch-output-inside-package-folder", lambda w: (w.write("pkgdir/OpenVPN/vpnconfig.ovpn", w.profile()), [*w.batch(users(ALICE).replace("VNet1GW.zip", "pkgdir"))[:-2], "-o", str(w.tmp / "pkgdir" / "out")])[1], ("inside the package folder",)),
     Case("batch-bad-package-content", lambda w: (w.write("copied.ovpn", replace_block(w.profile(), "ca", MIID)), w.batch(users(ALICE).replace("VNet1GW.zip", "copied.ovpn")))[1], ("<ca>", "shortened"), hint=COPIED),
-    Case("batch-one-user-swapped", lambda w: (w.write("bob.pem", w.m.second.cert_pem), w.write("bob.key", w.m.second.key_pem()), w.batch(users(ALICE + "  - name: bob\n    cert: bob.key\n    key: bob.pem\n")))[2], ("bob",), code=PARTIAL, ok_users=("alice",)),
+    Case("batch-one-user-swapped", lambda w: (w.write("bob.pem", w.m.second.cert_pem), w.write("bob.key", w.m.second.key_pem()), w.batch(users(ALICE + "  - name: bob\n    cert: bob.key\n    key: bob.pem\n")))[2], ("bob.key: holds a private key but no certificate",), code=PARTIAL, hint="are --cert and --key swapped?", ok_users=("alice",)),
 ]  # fmt: skip
 
 
@@ -433,6 +433,8 @@ def _files_under(root: Path) -> list[Path]:
 def test_bad_input(case: Case, material: Material, tmp_path: Path) -> None:
     world = World(tmp_path, material)
     args = case.build(world)
+    if args[0] in ("generate", "batch"):
+        args.append("--json")  # the JSON document is checked for secrets too
     result = CliRunner().invoke(app, args, env=world.env, catch_exceptions=False)
     text = result.stdout + result.stderr
     assert result.exit_code == case.code, (result.exit_code, result.stdout, result.stderr)
@@ -442,12 +444,13 @@ def test_bad_input(case: Case, material: Material, tmp_path: Path) -> None:
     if case.code == PARTIAL:
         written = {p.relative_to(world.out).parts[0] for p in _files_under(world.out)}
         assert set(case.ok_users) <= written
-        for line in result.stdout.splitlines():
-            if line.strip().startswith("bob"):
-                assert "failed" in line
+        users = {u["name"]: u for u in json.loads(result.stdout)["users"]}
         assert "bob" not in written
+        assert users["bob"]["status"] == "failed" and "\n" not in users["bob"]["reason"]
         for fragment in case.fragments:
-            assert fragment in text
+            assert fragment in users["bob"]["reason"]
+        if case.hint:
+            assert case.hint in users["bob"]["hint"]
         return
     error, hint = _one_error(result)
     # a user list names every problem on its own line under the ERROR line (file:line:col)
@@ -517,3 +520,21 @@ def test_installed_script_reports_a_bad_package(material: Material, tmp_path: Pa
     assert proc.returncode == INPUT
     assert proc.stdout == "" and "Traceback" not in proc.stderr
     assert "<ca> holds a shortened placeholder" in proc.stderr
+
+
+def test_inspect_reports_each_ca_certificate(material: Material, tmp_path: Path) -> None:
+    """The counterpart of the refusals: a real <ca> is reported by subject and expiry."""
+    world = World(tmp_path, material)
+    result = CliRunner().invoke(app, ["inspect", str(world.good_zip()), "--json"])
+    assert result.exit_code == 0, result.stderr
+    ca = json.loads(result.stdout)["ca"]
+    root = material.gateway.public_root.certificate
+    assert ca["subject"] == root.subject.rfc4514_string()
+    assert ca["all"] == [
+        {
+            "subject": root.subject.rfc4514_string(),
+            "not_after": root.not_valid_after_utc.isoformat(),
+        }
+    ]
+    human = CliRunner().invoke(app, ["inspect", str(world.good_zip())])
+    assert f"(expires {root.not_valid_after_utc:%Y-%m-%d})" in human.stdout
