@@ -36,6 +36,7 @@ def _manifest_records(
             continue
         record = outcome.to_json()
         record.pop("issued", None)  # per run, not state
+        record.pop("superseded", None)
         if record["status"] == "unchanged":
             record["status"] = "written"  # the manifest describes files, not this run
         records.append(record)
@@ -72,6 +73,7 @@ def write_manifest(
             "reason",
             "warnings",
             "files",
+            "send",
         ]
     )
     for user in records:
@@ -89,6 +91,7 @@ def write_manifest(
                 user.get("reason", ""),
                 " | ".join(user.get("warnings", [])),
                 " ".join(f"{f['path']}:{f['sha256']}" for f in user.get("files", [])),
+                " ".join(s["path"] for s in user.get("send", [])),
             ]
         )
     wrote_json = write_if_changed(output / "manifest.json", data)

@@ -77,6 +77,7 @@ def run_batch(
     jobs: int = 1,
     fail_fast: bool = False,
     on_outcome: Callable[[UserOutcome], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> BatchResult:
     worker._PACKAGES.clear()  # a package replaced since an earlier run in this process is re-read
     worker._AUTHORITIES.clear()
@@ -101,6 +102,8 @@ def run_batch(
         for task in tasks:
             if stop:
                 break
+            if on_start:  # in one process the user being worked on is known
+                on_start(task.user.name)
             record(process_user(task))
     else:
         context = multiprocessing.get_context("spawn")
