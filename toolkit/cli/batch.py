@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -40,6 +44,23 @@ def _summary(result: BatchResult, output: Path, *, dry_run: bool) -> None:
     if not dry_run:
         state = "updated" if result.manifest_written else "unchanged"
         typer.echo(f"manifest: {output / 'manifest.json'} and manifest.csv ({state})")
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGINT (Ctrl-C) and SIGTERM set an event the runner polls: it stops the workers,
+    records what finished and returns; the command then exits 130."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def register(app: typer.Typer) -> None:
@@ -116,25 +137,33 @@ def register(app: typer.Typer) -> None:
             environ={name: os.environ[name] for name in users.env_names() if name in os.environ},
         )
         show_progress = sys.stderr.isatty() and not quiet and not json_output
-        if show_progress:
-            from rich.console import Console
-            from rich.progress import Progress
+        with _stop_on_signals() as stop:
+            if show_progress:
+                from rich.console import Console
+                from rich.progress import Progress
 
-            with Progress(transient=True, console=Console(stderr=True)) as progress:
-                task = progress.add_task("users", total=len(users.users))
+                with Progress(transient=True, console=Console(stderr=True)) as progress:
+                    task = progress.add_task("users", total=len(users.users))
 
-                def advance(outcome: UserOutcome) -> None:
-                    progress.update(task, advance=1, description=outcome.name)
+                    def advance(outcome: UserOutcome) -> None:
+                        progress.update(task, advance=1, description=outcome.name)
 
+                    result = run_batch(
+                        users,
+                        settings,
+                        jobs=jobs or default_jobs(),
+                        fail_fast=fail_fast,
+                        on_outcome=advance,
+                        should_stop=stop.is_set,
+                    )
+            else:
                 result = run_batch(
                     users,
                     settings,
                     jobs=jobs or default_jobs(),
                     fail_fast=fail_fast,
-                    on_outcome=advance,
+                    should_stop=stop.is_set,
                 )
-        else:
-            result = run_batch(users, settings, jobs=jobs or default_jobs(), fail_fast=fail_fast)
         if json_output:
             print_json(
                 {
@@ -153,6 +182,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{len(result.outcomes)} users, {len(result.failed)} failed")
         else:
             _summary(result, out, dry_run=dry_run)
+        if result.interrupted:
+            err("interrupted: the users above marked skipped were not run; run again to finish")
+            raise typer.Exit(int(ExitCode.INTERRUPTED))
         if result.failed or result.count("skipped"):
             raise typer.Exit(int(ExitCode.PARTIAL))
 
