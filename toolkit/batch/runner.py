@@ -18,6 +18,8 @@ import fcntl
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ from toolkit.passphrase import PassphraseSource
 
 POLL = 0.2  # seconds between checks of should_stop while workers run
 WORKER_GRACE = 5.0  # seconds a stopped worker gets to roll back before SIGKILL
+PARENT_POLL = 0.5  # seconds between a worker's checks that its main process is alive
 
 
 @dataclass
@@ -130,6 +133,15 @@ def _ignore_interrupts() -> None:
     writer rolls back) and ends the worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop_worker)
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    """A worker whose main process was killed (SIGKILL) stops like on SIGTERM, instead of
+    waiting forever for work that will not come."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class _WorkerStopped(SystemExit):
