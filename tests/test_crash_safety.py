@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -461,3 +461,151 @@ def test_dry_run_reports_the_failures_of_the_real_run(ca_team: Team) -> None:
     assert {n for n, s in dry_status.items() if s == "planned"} == {
         n for n, s in real_status.items() if s == "written"
     }
+
+
+# --- disk full and unwritable output (item 5) ----------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 512 KiB tmpfs: real ENOSPC and, remounted read-only, real EROFS."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path, leave: int = 4096) -> Path:
+    """Take all but ``leave`` bytes of the disk."""
+    info = os.statvfs(disk)
+    filler = disk / "filler"
+    with filler.open("wb") as handle:
+        handle.write(b"\0" * max(0, info.f_bavail * info.f_frsize - leave))
+    return filler
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "filler"
+    }
+
+
+def one_error(stderr: str, *fragments: str) -> None:
+    errors = [line for line in stderr.splitlines() if line.startswith("ERROR: ")]
+    assert len(errors) == 1, stderr
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in errors[0], stderr
+
+
+def output_to(team: Team, out: Path) -> None:
+    team.users_yaml.write_text(
+        team.users_yaml.read_text().replace("output: profiles", f"output: {out}")
+    )
+
+
+def assert_unchanged_but_journal(before: dict[str, bytes], after: dict[str, bytes]) -> None:
+    """Every output and the manifest as before; the journal only grew by whole lines."""
+    old_journal = before.pop("profiles/journal.jsonl", b"")
+    new_journal = after.pop("profiles/journal.jsonl", b"")
+    assert after == before
+    assert new_journal.startswith(old_journal)
+    for line in new_journal.splitlines():
+        json.loads(line)
+
+
+def generate(team: Team, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    name = team.names[0]
+    certs = team.folder / "certs"
+    command = [sys.executable, "-m", "toolkit", "generate", str(team.folder / "VNet1GW.zip")]
+    command += ["--cert", str(certs / f"{name}.pem"), "--key", str(certs / f"{name}.key")]
+    command += ["--name", name, "--output", str(out), *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_disk_full_generate_keeps_the_earlier_version(team: Team, small_disk: Path) -> None:
+    out = small_disk / "out"
+    assert generate(team, out).returncode == 0
+    before = tree(small_disk)
+    filler = fill(small_disk)
+    result = generate(team, out, "--force", "--display-name", "a new name")
+    assert result.returncode == 4, result.stderr
+    one_error(result.stderr, "No space left on device")
+    assert tree(small_disk) == before  # nothing half written, the earlier version intact
+    assert leftovers(small_disk) == []
+    filler.unlink()
+    assert generate(team, out, "--force", "--display-name", "a new name").returncode == 0
+
+
+def test_disk_full_batch_stops_with_one_error_and_keeps_everything(
+    team: Team, small_disk: Path
+) -> None:
+    out = small_disk / "profiles"
+    team.users_yaml.write_text(
+        team.users_yaml.read_text().replace("output: profiles", f"output: {out}")
+    )
+    first = team.run()
+    assert first.returncode == 0, first.stderr
+    before = tree(small_disk)
+    text = team.users_yaml.read_text().replace("[tunnelblick, ios]", "[tunnelblick, ios, openvpn]")
+    team.users_yaml.write_text(text)
+    filler = fill(small_disk)
+    result = team.run(jobs=2)
+    assert result.returncode == 4, result.stdout + result.stderr
+    one_error(result.stderr, "No space left on device")
+    assert_unchanged_but_journal(before, tree(small_disk))  # nothing half written
+    assert leftovers(small_disk) == []
+    filler.unlink()
+    team.ok()
+    manifest = json.loads((out / "manifest.json").read_text())
+    for record in manifest["users"]:
+        assert record["status"] == "written" and "openvpn" in record["targets"]
+        for entry in record["files"]:
+            assert sha256(out / entry["path"]) == entry["sha256"]
+
+
+def test_full_disk_during_the_manifest_write(team: Team, small_disk: Path) -> None:
+    out = small_disk / "profiles"
+    team.users_yaml.write_text(
+        team.users_yaml.read_text().replace("output: profiles", f"output: {out}")
+    )
+    assert team.run().returncode == 0
+    (out / "manifest.json").unlink()  # the next run must write it again
+    before = tree(small_disk)
+    filler = fill(small_disk, leave=0)
+    result = team.run()
+    assert result.returncode == 4, result.stdout + result.stderr
+    one_error(result.stderr, "manifest.json")
+    assert tree(small_disk) == before
+    assert leftovers(small_disk) == []
+    filler.unlink()
+    team.ok()
+    assert (out / "manifest.json").exists()
+
+
+def test_read_only_output_is_one_error_exit_4(team: Team, small_disk: Path) -> None:
+    out = small_disk / "out"
+    assert generate(team, out).returncode == 0
+    before = tree(small_disk)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    result = generate(team, out, "--force")
+    assert result.returncode == 4, result.stderr
+    one_error(result.stderr, "Read-only file system")
+    team.users_yaml.write_text(
+        team.users_yaml.read_text().replace("output: profiles", f"output: {out}")
+    )
+    batch = team.run()
+    assert batch.returncode == 4, batch.stdout + batch.stderr
+    one_error(batch.stderr, "Read-only file system")
+    assert tree(small_disk) == before
