@@ -303,7 +303,9 @@ def write_user(
 ) -> None:
     """Write every file under ``output_dir/name``; all or nothing (see the module docstring).
 
-    Durable on return: every file is fsynced before the swap, the folder after it."""
+    Durable on return: every file is fsynced before the swap, the folder after it. What an
+    interrupted earlier write left in the folder is mended first (:func:`recover_user`)."""
+    recover_user(output_dir, name)
     check_writable(output_dir, name, files, force, owned)
     user_dir = output_dir / name
     created = not user_dir.exists()
