@@ -283,7 +283,10 @@ def recover_user(output_dir: Path, name: str) -> list[str]:
             folder = path.name[len(OLD_PREFIX) :].rsplit("-", 1)[0]
             final = user_dir / folder
             if folder and not final.exists():
-                os.replace(path, final)
+                try:
+                    os.replace(path, final)
+                except OSError:
+                    continue  # cannot mend now (read-only?): leave it for the next run
                 done.append(f"restored {final} (an interrupted write had moved it aside)")
                 continue
         shutil.rmtree(path, ignore_errors=True)
