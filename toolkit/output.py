@@ -141,6 +141,15 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def remove_file(path: Path) -> bool:
+    """Remove a file the toolkit owns; True when it was removed."""
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: Path, timeout: float, *, holder: str) -> Iterator[None]:
     """An exclusive flock(2) on ``path`` (created 0600), waiting up to ``timeout`` seconds."""
@@ -375,6 +384,7 @@ __all__ = [
     "is_owned",
     "make_private",
     "recover_user",
+    "remove_file",
     "remove_tree",
     "write_all",
     "write_if_changed",

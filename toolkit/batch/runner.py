@@ -30,7 +30,7 @@ from toolkit.batch.userlist import UserList
 from toolkit.batch.worker import BatchSettings, Status, UserOutcome, UserTask, process_user
 from toolkit.credentials import load_roots
 from toolkit.errors import OutputError, ToolkitError, UserListError, WriteError
-from toolkit.output import ensure_private_dir
+from toolkit.output import ensure_private_dir, remove_file
 from toolkit.package import load_package
 from toolkit.passphrase import PassphraseSource
 
@@ -102,8 +102,7 @@ def _clean_temporary_files(output: Path) -> None:
     """Temporary files of an interrupted atomic write of the manifest or journal."""
     for name in ("manifest.json", "manifest.csv", journal.JOURNAL):
         for leftover in output.glob(f".{name}.*.tmp"):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+            remove_file(leftover)
 
 
 @contextlib.contextmanager

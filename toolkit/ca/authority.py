@@ -37,7 +37,7 @@ from toolkit.ca.rules import check_days, check_email, check_key_type
 from toolkit.credentials import export_pkcs12, load_private_key
 from toolkit.errors import CAError, OutputError, ToolkitError
 from toolkit.names import check_name
-from toolkit.output import FILE_MODE, PUBLIC_MODE, write_all
+from toolkit.output import FILE_MODE, PUBLIC_MODE, remove_file, write_all
 from toolkit.passphrase import PassphraseSource
 
 DEFAULT_CLIENT_DAYS = 365
@@ -309,14 +309,13 @@ class CertificateAuthority:
             files.append((pfx_path, data, FILE_MODE))
         write_all(files)
         stale = folder / f"{name}.pfx"
-        if pfx_path is None and stale.exists() and stale.resolve() in self._owned(entries, name):
-            # the PKCS#12 of the certificate being replaced: never leave it next to the new pair
-            with contextlib.suppress(OSError):
-                stale.unlink()
-                warnings.append(
-                    f"removed {stale} (it held the replaced certificate); "
-                    "ask for a PKCS#12 again to get a new one"
-                )
+        owned_stale = stale.exists() and stale.resolve() in self._owned(entries, name)
+        # the PKCS#12 of the certificate being replaced: never leave it next to the new pair
+        if pfx_path is None and owned_stale and remove_file(stale):
+            warnings.append(
+                f"removed {stale} (it held the replaced certificate); "
+                "ask for a PKCS#12 again to get a new one"
+            )
 
         record = {"cert": self.paths.store(cert_path), "key": self.paths.store(key_path)}
         if pfx_path is not None:
@@ -362,8 +361,7 @@ class CertificateAuthority:
             *self.directory.glob(f".{self.paths.ledger.name}.*.tmp"),
         ]
         for path in leftovers:
-            with contextlib.suppress(OSError):
-                path.unlink()
+            remove_file(path)
 
     def _interrupted_issue(
         self, entries: Sequence[LedgerEntry], cert_path: Path, key_path: Path
