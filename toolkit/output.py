@@ -21,6 +21,7 @@ replaced behind the user's back.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -177,6 +178,77 @@ def exclusive_lock(path: Path, timeout: float, *, holder: str) -> Iterator[None]
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def append_line(path: Path, line: bytes, *, durable: bool = True) -> None:
+    """Append one line (ending in a newline) with one ``write(2)`` under an flock(2), so several
+    processes may append at once; fsynced unless ``durable`` is False. A failed write is
+    truncated away; after a line torn by a crash the new one starts on a line of its own."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        try:
+            data = line
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + line
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            if durable:
+                os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise _cannot_write(path, exc) from exc
+    finally:
+        os.close(fd)
+
+
+def sync_file(path: Path) -> None:
+    """fsync ``path`` (after appends with ``durable=False``); a missing file is fine."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
+    finally:
+        os.close(fd)
+
+
+def _cannot_write(path: Path, exc: OSError) -> WriteError:
+    return WriteError(
+        f"{path}: cannot write ({exc.strerror or exc})",
+        hint="check free space and permissions of the output folder",
+    )
+
+
+@contextlib.contextmanager
+def folder_lock(path: Path, *, busy: str) -> Iterator[None]:
+    """An exclusive flock(2) on the folder itself (no lock file), not waiting: OutputError
+    with ``busy`` when another process holds it."""
+    ensure_private_dir(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(
+                f"{path}: {busy}", hint="wait for it to finish, or choose another --output"
+            ) from None
+        yield
     finally:
         os.close(fd)
 
@@ -375,17 +447,20 @@ __all__ = [
     "FILE_MODE",
     "PUBLIC_MODE",
     "PlannedFile",
+    "append_line",
     "atomic_write",
     "check_writable",
     "ensure_private_dir",
     "exclusive_lock",
     "existing_outputs",
+    "folder_lock",
     "fsync_dir",
     "is_owned",
     "make_private",
     "recover_user",
     "remove_file",
     "remove_tree",
+    "sync_file",
     "write_all",
     "write_if_changed",
     "write_user",

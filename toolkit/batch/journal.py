@@ -24,15 +24,12 @@ proves the files ours and the next run rewrites that user.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import WriteError
-from toolkit.output import FILE_MODE, atomic_write
+from toolkit.output import append_line, atomic_write, sync_file
 
 JOURNAL = "journal.jsonl"
 JOURNAL_VERSION = 1
@@ -105,42 +102,13 @@ def _line(event: dict[str, Any]) -> bytes:
 
 def append(output: Path, event: dict[str, Any], *, durable: bool = True) -> None:
     """Append one event as one line; fsynced unless ``durable`` is False. Several processes
-    may append at once (flock); a failed write is truncated away, never left torn."""
-    path = journal_path(output)
-    data = _line(event)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
-    except OSError as exc:
-        raise _cannot_write(path, exc) from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        size = os.fstat(fd).st_size
-        try:
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                data = b"\n" + data  # after a torn line: start on a fresh one
-            written = os.write(fd, data)
-            if written != len(data):
-                raise OSError(28, "No space left on device")
-            if durable:
-                os.fsync(fd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, size)
-            raise _cannot_write(path, exc) from exc
-    finally:
-        os.close(fd)
+    may append at once; a failed write is truncated away, never left torn."""
+    append_line(journal_path(output), _line(event), durable=durable)
 
 
 def sync(output: Path) -> None:
     """fsync the journal (after appends with ``durable=False``)."""
-    try:
-        fd = os.open(journal_path(output), os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    sync_file(journal_path(output))
 
 
 def compact(output: Path, state: JournalState, names: list[str]) -> None:
@@ -156,10 +124,3 @@ def compact(output: Path, state: JournalState, names: list[str]) -> None:
         if path.read_bytes() == data:
             return
     atomic_write(path, data)
-
-
-def _cannot_write(path: Path, exc: OSError) -> WriteError:
-    return WriteError(
-        f"{path}: cannot write ({exc.strerror or exc})",
-        hint="check free space and permissions of the output folder",
-    )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import fcntl
 import multiprocessing
 import os
 import signal
@@ -29,8 +28,8 @@ from toolkit.batch.manifest import read_manifest, write_manifest
 from toolkit.batch.userlist import UserList
 from toolkit.batch.worker import BatchSettings, Status, UserOutcome, UserTask, process_user
 from toolkit.credentials import load_roots
-from toolkit.errors import OutputError, ToolkitError, UserListError, WriteError
-from toolkit.output import ensure_private_dir, remove_file
+from toolkit.errors import ToolkitError, UserListError, WriteError
+from toolkit.output import folder_lock, remove_file
 from toolkit.package import load_package
 from toolkit.passphrase import PassphraseSource
 
@@ -107,23 +106,12 @@ def _clean_temporary_files(output: Path) -> None:
 
 @contextlib.contextmanager
 def _output_lock(output: Path, dry_run: bool) -> Iterator[None]:
-    """One batch at a time per output folder (an flock on the folder itself)."""
+    """One batch at a time per output folder."""
     if dry_run:
         yield
         return
-    ensure_private_dir(output)
-    fd = os.open(output, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(
-                f"{output}: another ovpn-toolkit batch is writing to this folder",
-                hint="wait for it to finish, or choose another --output",
-            ) from None
+    with folder_lock(output, busy="another ovpn-toolkit batch is writing to this folder"):
         yield
-    finally:
-        os.close(fd)
 
 
 def _ignore_interrupts() -> None:
