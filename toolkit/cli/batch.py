@@ -117,7 +117,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Profiles for every user in a YAML list: validated first, parallel, idempotent.
 
-        Exit 0 when all users succeeded, 3 when some failed, 2 when the file is invalid."""
+        Exit 0 when all users succeeded, 3 when some failed, 2 when the file is invalid, 4 when
+        the output cannot be written, 130 when interrupted (run it again to finish)."""
         try:
             users = load_user_list(users_file)
         except UserListError as exc:
