@@ -114,13 +114,14 @@ def _output_lock(output: Path, dry_run: bool) -> Iterator[None]:
         yield
 
 
-def _ignore_interrupts() -> None:
+def _ignore_interrupts(main_pid: int) -> None:
     """Worker initializer: Ctrl-C reaches the whole process group; only the main process acts
     on it. SIGTERM (sent by the main process when stopping) unwinds the current user (the
     writer rolls back) and ends the worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop_worker)
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    # the main process's pid from the main process: it may be gone before this runs
+    threading.Thread(target=_watch_parent, args=(main_pid,), daemon=True).start()
 
 
 def _watch_parent(parent: int) -> None:
@@ -128,7 +129,9 @@ def _watch_parent(parent: int) -> None:
     waiting forever for work that will not come."""
     while os.getppid() == parent:
         time.sleep(PARENT_POLL)
-    os.kill(os.getpid(), signal.SIGTERM)
+    main = threading.main_thread().ident
+    if main is not None:  # to the main thread: its blocking read is interrupted
+        signal.pthread_kill(main, signal.SIGTERM)
 
 
 class _WorkerStopped(SystemExit):
@@ -222,7 +225,10 @@ def _run_locked(
     else:
         context = multiprocessing.get_context("spawn")
         pool = cf.ProcessPoolExecutor(
-            max_workers=jobs, mp_context=context, initializer=_ignore_interrupts
+            max_workers=jobs,
+            mp_context=context,
+            initializer=_ignore_interrupts,
+            initargs=(os.getpid(),),
         )
         pending: set[cf.Future[UserOutcome]] = set()
         exhausted = False
