@@ -264,7 +264,7 @@ def scenarios(w: Work) -> Iterator[tuple[str, list[str], int]]:
     yield "inspect", ["inspect", pkg], 0
     yield "inspect-json", ["inspect", pkg, "--json"], 0
     yield "inspect-a-key", ["inspect", str(enc_key)], 2
-    profile = str(r / "out" / "alice" / "ios" / "alice.ovpn")
+    profile = str(r / "out" / "alice" / "ios" / "alice-iphone.ovpn")  # written by "generate"
     yield "check", ["check", profile, "--target", "ios"], 0
     yield "check-json", ["check", profile, "--target", "ios", "--json"], 0
     yield "check-a-key", ["check", str(enc_key), "--target", "ios", "--json"], 5

@@ -40,6 +40,7 @@ def _manifest_records(
             continue
         record = outcome.to_json()
         record.pop("issued", None)  # per run, not state
+        record.pop("superseded", None)
         if record["status"] == "unchanged":
             record["status"] = "written"
         records.append(record)
@@ -76,6 +77,7 @@ def write_manifest(
             "reason",
             "warnings",
             "files",
+            "send",
         ]
     )
     for user in records:
@@ -93,6 +95,7 @@ def write_manifest(
                 user.get("reason", ""),
                 " | ".join(user.get("warnings", [])),
                 " ".join(f"{f['path']}:{f['sha256']}" for f in user.get("files", [])),
+                " ".join(s["path"] for s in user.get("send", [])),
             ]
         )
     wrote_json = write_if_changed(output / "manifest.json", data)

@@ -171,6 +171,7 @@ def run_batch(
     jobs: int = 1,
     fail_fast: bool = False,
     on_outcome: Callable[[UserOutcome], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> BatchResult:
     """Run every user. ``should_stop`` is polled (the CLI sets it on SIGINT/SIGTERM): the run
@@ -181,7 +182,7 @@ def run_batch(
     with _output_lock(settings.output, settings.dry_run):
         if not settings.dry_run:
             _clean_temporary_files(settings.output)
-        return _run_locked(users, settings, jobs, fail_fast, on_outcome, should_stop)
+        return _run_locked(users, settings, jobs, fail_fast, on_outcome, on_start, should_stop)
 
 
 def _run_locked(
@@ -190,6 +191,7 @@ def _run_locked(
     jobs: int,
     fail_fast: bool,
     on_outcome: Callable[[UserOutcome], None] | None,
+    on_start: Callable[[str], None] | None,
     should_stop: Callable[[], bool] | None,
 ) -> BatchResult:
     state = _state(settings)
@@ -221,6 +223,8 @@ def _run_locked(
         for task in tasks:
             if stopping():
                 break
+            if on_start:  # in one process the user being worked on is known
+                on_start(task.user.name)
             record(process_user(task))
     else:
         context = multiprocessing.get_context("spawn")

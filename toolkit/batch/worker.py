@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ class BatchSettings:
     force: bool = False
     dry_run: bool = False
     renew_within: int | None = None
+    guide: bool = True
     # where passphrase_env variables are looked up (the CLI passes the ones the list names)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -67,8 +69,11 @@ class UserOutcome:
     certificate: dict[str, Any] | None = None
     targets: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
+    send: list[dict[str, str]] = field(default_factory=list)  # per platform: the file to send
     warnings: list[str] = field(default_factory=list)
     issued: str | None = None  # "issued" / "renewed" when the CA made a certificate this run
+    # certificates a renewal in this run superseded: {name, thumbprint_sha1, not_after}
+    superseded: list[dict[str, str]] = field(default_factory=list)
     fingerprint: str | None = None
     fatal: bool = False  # the output folder cannot be written: the batch stops (not in JSON)
 
@@ -79,6 +84,7 @@ class UserOutcome:
         """What the journal and the manifest keep of a written user."""
         data = self.to_json()
         data.pop("issued", None)  # per run, not state
+        data.pop("superseded", None)
         data["status"] = "written"  # the record describes files, not this run
         return data
 
@@ -110,6 +116,7 @@ def _fingerprint(
         "credentials": _digest(cred_files),
         "roots": _digest(list(settings.roots)),
         "warn_days": settings.warn_days,
+        "guide": settings.guide,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -134,8 +141,39 @@ def _ca_action(current: Any, renew_within: int | None) -> Literal["issued", "ren
     return None
 
 
-def _ca_credentials(user: UserEntry, settings: BatchSettings) -> tuple[Path, Path, str | None]:
-    """Cert and key from the CA's ledger; issue (or renew near expiry) when needed."""
+def _ca_command(settings: BatchSettings, command: str, *args: str) -> str:
+    """An `ovpn-toolkit ca ...` line with the CA folder and its passphrase option, so that it
+    runs as the batch would have (quoted for a POSIX shell)."""
+    assert settings.ca is not None  # noqa: S101
+    parts = ["ovpn-toolkit", "ca", command, "--ca", str(settings.ca.dir), *args]
+    if command == "revoke":  # needs no CA key
+        pass
+    elif settings.ca.passphrase_env:
+        parts += ["--passphrase-env", settings.ca.passphrase_env]
+    elif settings.ca.passphrase_file:
+        parts += ["--passphrase-file", str(settings.ca.passphrase_file)]
+    return shlex.join(parts)
+
+
+def _issue_args(user: UserEntry) -> list[str]:
+    """The `ca issue` options that give the certificate the batch would have issued."""
+    from toolkit.ca.authority import DEFAULT_CLIENT_DAYS  # local, as in _ca_credentials
+
+    args = ["--name", user.name]
+    if user.email:
+        args += ["--email", user.email]
+    if user.days != DEFAULT_CLIENT_DAYS:
+        args += ["--days", str(user.days)]
+    if user.key_type != "rsa2048":  # the default of `ca issue --key-type`
+        args += ["--key-type", user.key_type]
+    return args
+
+
+def _ca_credentials(
+    user: UserEntry, settings: BatchSettings
+) -> tuple[Path, Path, str | None, list[dict[str, str]]]:
+    """Cert and key from the CA's ledger; issue (or renew near expiry) when needed. The last
+    item lists the certificates a renewal superseded (Azure accepts them until they expire)."""
     from toolkit import ca  # local: only batch users with a CA need it
     from toolkit.ca.rules import check_email
 
@@ -153,7 +191,7 @@ def _ca_credentials(user: UserEntry, settings: BatchSettings) -> tuple[Path, Pat
                 f"the certificate of '{user.name}' was revoked; the batch does not issue a new "
                 "one by itself",
                 hint=f"remove '{user.name}' from the user list, or issue deliberately: "
-                f"ovpn-toolkit ca issue --ca {ca_dir} --name {user.name}",
+                + _ca_command(settings, "issue", *_issue_args(user)),
             )
     if action is not None:
         if settings.dry_run:
@@ -175,16 +213,25 @@ def _ca_credentials(user: UserEntry, settings: BatchSettings) -> tuple[Path, Pat
             )
         else:
             result = authority.renew(user.name, days=user.days)
-        return result.cert_path, result.key_path, action
+        superseded = [
+            {
+                "name": old.name,
+                "thumbprint_sha1": old.thumbprint_sha1,
+                "not_after": old.not_after.isoformat(),
+                "revoke": _ca_command(settings, "revoke", old.thumbprint_sha1),
+            }
+            for old in result.superseded
+        ]
+        return result.cert_path, result.key_path, action, superseded
     assert current is not None  # noqa: S101
     cert, key = current.path(ca_dir, "cert"), current.path(ca_dir, "key")
     if cert is None or key is None or not cert.exists() or not key.exists():
         raise CAError(
             f"{ca_dir}: the ledger names files for '{user.name}' that are missing",
-            hint=f"restore them, or revoke and reissue: ovpn-toolkit ca renew --ca {ca_dir} "
-            f"{user.name}",
+            hint="restore them, or revoke and reissue: "
+            + _ca_command(settings, "renew", user.name),
         )
-    return cert, key, None
+    return cert, key, None, []
 
 
 class _DryRunIssue(Exception):
@@ -208,7 +255,8 @@ def process_user(task: UserTask) -> UserOutcome:
         key: Path | None
         pfx: Path | None
         if user.issued_from_ca:
-            cert, key, issued = _ca_credentials(user, settings)
+            cert, key, issued, superseded = _ca_credentials(user, settings)
+            outcome.superseded = superseded
             source = PassphraseSource()
             pfx = None
         else:
@@ -229,6 +277,7 @@ def process_user(task: UserTask) -> UserOutcome:
         ):
             carried = UserOutcome(**{**_outcome_fields(previous), "status": "unchanged"})
             carried.issued = issued
+            carried.superseded = outcome.superseded
             return carried
         key_source = None
         if user.key_passphrase_env or user.key_passphrase_file:
@@ -245,7 +294,8 @@ def process_user(task: UserTask) -> UserOutcome:
                 disable_dco=user.disable_dco,
                 warn_days=settings.warn_days,
                 key_passphrase=key_source,
-                guide=True,
+                guide=settings.guide,
+                contact=user.contact,
             ),
             roots=load_roots(list(settings.roots)),
         )
@@ -256,6 +306,7 @@ def process_user(task: UserTask) -> UserOutcome:
             {"path": f"{plan.name}/{f.path}", "sha256": f.sha256, "mode": f"{f.mode:04o}"}
             for f in plan.files
         ]
+        outcome.send = plan.send()
         # outputs are ours to replace when their digests are ones the journal recorded for
         # this user; anything else needs --force (whatever a manifest says)
         check_writable(settings.output, plan.name, plan.files, settings.force, task.owned)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -17,8 +18,32 @@ from toolkit.batch import BatchResult, BatchSettings, UserOutcome, default_jobs,
 from toolkit.batch.schema import json_schema
 from toolkit.batch.userlist import load_user_list
 from toolkit.batch.worker import STATUSES
-from toolkit.cli.common import SCHEMA_VERSION, JsonOpt, err, guard, print_json
+from toolkit.cli.ca import superseded_line
+from toolkit.cli.common import SCHEMA_VERSION, JsonOpt, err, guard, print_json, stderr_console
 from toolkit.errors import ExitCode, UserListError
+
+
+def users_count(n: int) -> str:
+    """One grammar for the count in every mode: "1 user", "2 users"."""
+    return f"{n} user{'' if n == 1 else 's'}"
+
+
+def count_line(result: BatchResult) -> str:
+    """The summary line of every mode (normal and -q): "2 users: 1 written, 1 failed"."""
+    counts = ", ".join(f"{result.count(s)} {s}" for s in STATUSES if result.count(s))
+    return f"{users_count(len(result.outcomes))}: {counts}"
+
+
+def failure_line(outcome: UserOutcome) -> str:
+    line = f"{outcome.name}: failed: {outcome.reason}"
+    return line + (f" (hint: {outcome.hint})" if outcome.hint else "")
+
+
+def _superseded(outcome: UserOutcome) -> None:
+    for old in outcome.superseded:
+        typer.echo(
+            "  " + superseded_line(old["thumbprint_sha1"], old["not_after"][:10], old["revoke"])
+        )
 
 
 def _summary(result: BatchResult, output: Path, *, dry_run: bool) -> None:
@@ -34,30 +59,34 @@ def _summary(result: BatchResult, output: Path, *, dry_run: bool) -> None:
         typer.echo(line)
         for warning in outcome.warnings:
             typer.echo(f"  warning: {warning}")
-    counts = ", ".join(f"{result.count(s)} {s}" for s in STATUSES if result.count(s))
+        _superseded(outcome)
+        if outcome.status in ("written", "planned") and outcome.send:
+            verb = "would send" if outcome.status == "planned" else "send"
+            for item in outcome.send:
+                label = "install guide" if item["target"] == "guide" else item["platform"]
+                typer.echo(f"  {verb} ({label}): {output / item['path']}")
     for name in result.dropped:
         typer.echo(
             f"note: {name} is no longer in the user list; {output / name} was left in place "
             f"(delete it, and revoke the certificate if the user has left)"
         )
-    typer.echo(f"{len(result.outcomes)} users: {counts}")
+    typer.echo(count_line(result))
     if not dry_run:
         state = "updated" if result.manifest_written else "unchanged"
         typer.echo(f"manifest: {output / 'manifest.json'} and manifest.csv ({state})")
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """SIGINT (Ctrl-C) and SIGTERM set an event the runner polls: it stops the workers,
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT (Ctrl-C) and SIGTERM set ``stop``, which the runner polls: it stops the workers,
     records what finished and returns; the command then exits 130."""
-    stop = threading.Event()
 
     def handler(signum: int, frame: object) -> None:
         stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield stop
+        yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -135,36 +164,59 @@ def register(app: typer.Typer) -> None:
             force=force,
             dry_run=dry_run,
             renew_within=renew_within,
+            guide=users.guide,
             environ={name: os.environ[name] for name in users.env_names() if name in os.environ},
         )
         show_progress = sys.stderr.isatty() and not quiet and not json_output
-        with _stop_on_signals() as stop:
+        stop = threading.Event()  # set by SIGINT/SIGTERM while the batch runs
+        run = functools.partial(
+            run_batch,
+            users,
+            settings,
+            jobs=jobs or default_jobs(),
+            fail_fast=fail_fast,
+            should_stop=stop.is_set,
+        )
+        with _stop_on_signals(stop):
             if show_progress:
-                from rich.console import Console
-                from rich.progress import Progress
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                )
 
-                with Progress(transient=True, console=Console(stderr=True)) as progress:
-                    task = progress.add_task("users", total=len(users.users))
+                with Progress(
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    TextColumn("{task.description}"),
+                    transient=True,
+                    console=stderr_console(),
+                ) as progress:
+                    task = progress.add_task("", total=len(users.users))
 
                     def advance(outcome: UserOutcome) -> None:
+                        if outcome.status == "failed":  # at once, above the bar
+                            progress.console.print(
+                                failure_line(outcome), markup=False, highlight=False, soft_wrap=True
+                            )
                         progress.update(task, advance=1, description=outcome.name)
 
-                    result = run_batch(
-                        users,
-                        settings,
-                        jobs=jobs or default_jobs(),
-                        fail_fast=fail_fast,
-                        on_outcome=advance,
-                        should_stop=stop.is_set,
-                    )
+                    def starting(name: str) -> None:  # with --jobs 1: the user being worked on
+                        progress.update(task, description=name)
+
+                    result = run(on_outcome=advance, on_start=starting)
+            elif json_output:
+                result = run()
             else:
-                result = run_batch(
-                    users,
-                    settings,
-                    jobs=jobs or default_jobs(),
-                    fail_fast=fail_fast,
-                    should_stop=stop.is_set,
-                )
+
+                def report(outcome: UserOutcome) -> None:
+                    if outcome.status == "failed":
+                        err(failure_line(outcome))
+
+                result = run(on_outcome=report)
         if json_output:
             print_json(
                 {
@@ -178,9 +230,7 @@ def register(app: typer.Typer) -> None:
                 }
             )
         elif quiet:
-            for outcome in result.failed:
-                err(f"{outcome.name}: failed: {outcome.reason}")
-            typer.echo(f"{len(result.outcomes)} users, {len(result.failed)} failed")
+            typer.echo(count_line(result))
         else:
             _summary(result, out, dry_run=dry_run)
         if result.interrupted:
@@ -190,6 +240,10 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(int(ExitCode.PARTIAL))
 
     @app.command()
-    def schema() -> None:
+    def schema(
+        json_output: Annotated[
+            bool, typer.Option("--json", help="Accepted for symmetry: the output is JSON anyway.")
+        ] = False,
+    ) -> None:
         """Print the JSON Schema of the batch user list (for editors)."""
         print_json(json_schema())

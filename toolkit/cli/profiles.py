@@ -55,12 +55,20 @@ def _plan_summary(plan: UserPlan, output: Path, *, dry_run: bool) -> None:
             typer.echo(f"    {verb} {output / plan.name / planned.path} ({planned.mode:04o})")
         for edit in target.edits:
             typer.echo(f"    edit {edit.describe()}")
+    if plan.guide is not None:
+        typer.echo("  Install guide:")
+        typer.echo(f"    {verb} {output / plan.name / plan.guide.path} ({plan.guide.mode:04o})")
 
 
 def _next_steps(plan: UserPlan, output: Path) -> list[str]:
     user_dir = output / plan.name
     steps = [TARGETS[t.target].next_step(user_dir / t.deliverable.path) for t in plan.targets]
-    steps.append("These files hold the user's private key: deliver them over a private channel.")
+    if plan.guide is not None:
+        steps.append(f"Send {user_dir / plan.guide.path} with them: the user's install guide.")
+    steps.append(
+        "These files hold the user's private key: deliver them over a private channel "
+        "(docs/how-to/deliver.md)."
+    )
     return steps
 
 
@@ -157,6 +165,19 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         warn_days: WarnDaysOpt = 30,
+        no_guide: Annotated[
+            bool, typer.Option("--no-guide", help="Do not write the install guide INSTALL.html.")
+        ] = False,
+        contact: Annotated[
+            Optional[str],  # noqa: UP045
+            typer.Option(
+                "--contact",
+                metavar="TEXT",
+                help="Who the user asks for help, shown in the install guide "
+                "(e.g. 'IT desk, it@contoso.com').",
+                show_default=False,
+            ),
+        ] = None,
         key_passphrase_env: Annotated[
             Optional[str],  # noqa: UP045
             typer.Option(
@@ -203,6 +224,8 @@ def register(app: typer.Typer) -> None:
                 replace_credentials=replace_credentials,
                 warn_days=warn_days,
                 key_passphrase=key_source,
+                guide=not no_guide,
+                contact=contact,
             ),
             roots=load_roots(root_cert or []),
         )

@@ -88,6 +88,7 @@ class IOSTarget(Target):
     name = "ios"
     title = "OpenVPN Connect (iOS)"
     platform = "iPhone"
+    file_label = "iphone"
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         unfixable = _unfixable(profile)
@@ -166,7 +167,7 @@ class IOSTarget(Target):
 
     def render(self, profile: Profile, ctx: TargetContext) -> list[PlannedFile]:
         _raise_for_size(profile)
-        return [PlannedFile(f"{self.name}/{ctx.name}.ovpn", profile.to_bytes())]
+        return [PlannedFile(f"{self.name}/{self.file_stem(ctx)}.ovpn", profile.to_bytes())]
 
     def next_step(self, file_to_send: Path) -> str:
         return (
