@@ -441,13 +441,9 @@ def test_files_a_failed_user_did_not_write_are_never_replaced(team: Team, tmp_pa
 
 def test_dry_run_reports_the_failures_of_the_real_run(ca_team: Team) -> None:
     team = ca_team
-    existing, bad_email, revoked = team.names[0], team.ca_names[0], team.ca_names[1]
+    existing, revoked = team.names[0], team.ca_names[1]
     (team.out / existing / "ios").mkdir(parents=True)
     (team.out / existing / "ios" / f"{existing}.ovpn").write_text("not ours\n")
-    text = team.users_yaml.read_text().replace(
-        f"{bad_email}@contoso.example", "josé.garcía@contoso.com"
-    )
-    team.users_yaml.write_text(text)
     authority = ca.open_ca(team.ca_dir, CA_PASS.encode())
     authority.issue(revoked, email=f"{revoked}@contoso.example")
     ca.revoke(team.ca_dir, revoked)
@@ -456,11 +452,23 @@ def test_dry_run_reports_the_failures_of_the_real_run(ca_team: Team) -> None:
     assert dry.returncode == real.returncode == 3, dry.stderr + real.stderr
     dry_status = {u["name"]: u["status"] for u in json.loads(dry.stdout)["users"]}
     real_status = {u["name"]: u["status"] for u in json.loads(real.stdout)["users"]}
-    assert {n for n, s in dry_status.items() if s == "failed"} == {existing, bad_email, revoked}
-    assert {n for n, s in real_status.items() if s == "failed"} == {existing, bad_email, revoked}
+    assert {n for n, s in dry_status.items() if s == "failed"} == {existing, revoked}
+    assert {n for n, s in real_status.items() if s == "failed"} == {existing, revoked}
     assert {n for n, s in dry_status.items() if s == "planned"} == {
         n for n, s in real_status.items() if s == "written"
     }
+    assert (team.out / existing / "ios" / f"{existing}.ovpn").read_text() == "not ours\n"
+
+
+def test_dry_run_refuses_an_e_mail_the_ca_would_refuse(ca_team: Team) -> None:
+    team = ca_team
+    text = team.users_yaml.read_text()
+    team.users_yaml.write_text(
+        text.replace(f"{team.ca_names[0]}@contoso.example", "josé.garcía@contoso.com")
+    )
+    dry, real = team.run("--dry-run"), team.run()
+    assert dry.returncode == real.returncode == 2
+    assert "josé.garcía@contoso.com" in dry.stderr and "josé.garcía@contoso.com" in real.stderr
 
 
 # --- disk full and unwritable output (item 5) ----------------------------------------------------
