@@ -30,7 +30,7 @@ from toolkit.batch.worker import BatchSettings, Status, UserOutcome, UserTask, p
 from toolkit.credentials import load_roots
 from toolkit.errors import ToolkitError, UserListError, WriteError
 from toolkit.output import folder_lock, remove_file
-from toolkit.package import load_package
+from toolkit.package import check_output_location, load_package
 from toolkit.passphrase import PassphraseSource
 
 POLL = 0.2  # seconds between checks of should_stop while workers run
@@ -55,7 +55,7 @@ class BatchResult:
 
 def preflight(users: UserList, settings: BatchSettings) -> None:
     """Checks that need more than the YAML: package, roots, CA and its passphrase."""
-    load_package(settings.package_path)
+    check_output_location(load_package(settings.package_path), settings.output)
     load_roots(list(settings.roots))
     if settings.ca is None or settings.dry_run:
         return

@@ -315,7 +315,9 @@ def _load_document(source: Path) -> yaml.Node:
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
         raise UserListError(
             f"{where}: YAML error: {exc.problem or exc.context}",
-            hint="fix the YAML syntax at that position",
+            hint="YAML indents with spaces, not tabs: replace the tab at that position"
+            if "'\\t'" in str(exc.problem) or "\t" in str(exc.problem)
+            else "fix the YAML syntax at that position",
         ) from None
     except yaml.YAMLError as exc:
         raise UserListError(f"{source}: YAML error: {exc}") from None

@@ -27,7 +27,7 @@ from toolkit.errors import ExitCode, ProfileError, UsageError
 from toolkit.findings import Finding
 from toolkit.inspection import inspect_package
 from toolkit.output import check_writable, write_user
-from toolkit.package import load_package
+from toolkit.package import check_output_location, load_package
 from toolkit.plan import CredentialInputs, UserPlan, UserRequest, plan_from_inputs
 from toolkit.profile import Profile
 from toolkit.targets import DEFAULT_TARGETS, TARGETS
@@ -204,6 +204,7 @@ def register(app: typer.Typer) -> None:
                 "--disable-dco applies to the openvpn target only", hint="add --target openvpn"
             )
         azure = load_package(package)
+        check_output_location(azure, output)
         key_source = None
         if key_passphrase_env or key_passphrase_file:
             key_source = plain_source(key_passphrase_env, key_passphrase_file)
