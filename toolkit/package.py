@@ -6,6 +6,7 @@ Everything is read in memory; nothing is ever extracted. Entries with absolute p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import zipfile
@@ -52,12 +53,16 @@ class AzurePackage:
     vpn_settings: VpnSettings | None = None
     entries: tuple[str, ...] = field(default=(), repr=False)
 
-    @property
+    @functools.cached_property
     def profile_sha256(self) -> str:
         return hashlib.sha256(self.profile_text.encode("utf-8")).hexdigest()
 
     def profile(self) -> Profile:
-        """A fresh, editable parse of the template."""
+        """A fresh, editable copy of the template (parsed once per package, then cloned)."""
+        return self._template.clone()
+
+    @functools.cached_property
+    def _template(self) -> Profile:
         return Profile.parse(self.profile_text, self.source_label)
 
     @property

@@ -8,6 +8,8 @@ writes the manifest at the end (:mod:`toolkit.batch.manifest`).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import itertools
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
@@ -47,12 +49,12 @@ def preflight(users: UserList, settings: BatchSettings) -> None:
         return
     from toolkit import ca
 
-    needs_key = False
-    for user in users.users:
-        current = ca.find_current(settings.ca.dir, user.name) if user.issued_from_ca else None
-        if user.issued_from_ca and worker._ca_action(current, settings.renew_within) is not None:
-            needs_key = True
-            break
+    current = ca.current_by_name(ca.read_ledger(settings.ca.dir))  # one read, not one per user
+    needs_key = any(
+        user.issued_from_ca
+        and worker._ca_action(current.get(user.name.casefold()), settings.renew_within) is not None
+        for user in users.users
+    )
     if needs_key:
         source = PassphraseSource(
             settings.ca.passphrase_env, settings.ca.passphrase_file, environ=settings.environ
@@ -78,12 +80,16 @@ def run_batch(
     fail_fast: bool = False,
     on_outcome: Callable[[UserOutcome], None] | None = None,
 ) -> BatchResult:
-    worker._PACKAGES.clear()  # a package replaced since an earlier run in this process is re-read
-    worker._AUTHORITIES.clear()
+    worker.clear_caches()  # a package replaced since an earlier run in this process is re-read
     preflight(users, settings)
     if not settings.dry_run:
         ensure_private_dir(settings.output)
     previous = read_manifest(settings.output)
+    ca_current = None
+    if previous and settings.ca is not None:
+        from toolkit import ca
+
+        ca_current = ca.current_by_name(ca.read_ledger(settings.ca.dir))
     outcomes: dict[str, UserOutcome] = {}
     order = [u.name for u in users.users]
     stop = False
@@ -96,7 +102,18 @@ def run_batch(
         if fail_fast and outcome.status == "failed":
             stop = True
 
-    tasks = _tasks(users, settings, previous)
+    def to_run() -> Iterator[UserTask]:
+        """The tasks a worker must do; unchanged users are decided here, without one."""
+        for task in _tasks(users, settings, previous):
+            if stop:
+                return
+            carried = worker.carry_unchanged(task, ca_current)
+            if carried is None:
+                yield task
+            else:
+                record(carried)
+
+    tasks = to_run()
     if jobs <= 1:
         for task in tasks:
             if stop:
@@ -104,12 +121,19 @@ def run_batch(
             record(process_user(task))
     else:
         context = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        first = next(tasks, None)  # no pool at all when every user is unchanged
+        with contextlib.ExitStack() as stack:
+            pool = None
+            if first is not None:
+                pool = stack.enter_context(
+                    cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+                )
+                tasks = itertools.chain([first], tasks)
             window = jobs * 4  # bounded in-flight work: memory stays flat for long lists
             pending: set[cf.Future[UserOutcome]] = set()
-            exhausted = False
+            exhausted = pool is None
             while not exhausted or pending:
-                while not exhausted and not stop and len(pending) < window:
+                while pool is not None and not exhausted and not stop and len(pending) < window:
                     next_task = next(tasks, None)
                     if next_task is None:
                         exhausted = True

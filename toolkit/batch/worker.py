@@ -11,18 +11,23 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit import __version__
 from toolkit.batch.userlist import CASettings, UserEntry
-from toolkit.credentials import load_roots
+from toolkit.credentials import load_certificates, read_input
 from toolkit.errors import CAError, ToolkitError
 from toolkit.output import remove_tree, write_user
 from toolkit.package import AzurePackage, load_package
 from toolkit.passphrase import PassphraseSource
 from toolkit.plan import CredentialInputs, UserRequest, plan_from_inputs
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from toolkit.ca import LedgerEntry
 
 Status = Literal["written", "unchanged", "failed", "planned", "skipped"]
 STATUSES: tuple[Status, ...] = ("written", "unchanged", "planned", "failed", "skipped")
@@ -64,12 +69,23 @@ class UserOutcome:
     fingerprint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, [])}
+        # shallow on purpose (asdict deep-copies): the values are plain JSON data already
+        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return {k: v for k, v in values if v is not None and v != []}
 
 
 # --- per process caches ---------------------------------------------------------------------------
 _PACKAGES: dict[Path, AzurePackage] = {}
 _AUTHORITIES: dict[Path, Any] = {}  # CA folder -> toolkit.ca.CertificateAuthority
+# roots files -> their certificates and digests: read once per process, not once per user
+_ROOTS: dict[tuple[Path, ...], tuple[list[x509.Certificate], list[str | None]]] = {}
+
+
+def clear_caches() -> None:
+    """Forget packages, CAs and roots read earlier in this process (a new batch re-reads)."""
+    _PACKAGES.clear()
+    _AUTHORITIES.clear()
+    _ROOTS.clear()
 
 
 def _package(path: Path) -> AzurePackage:
@@ -78,21 +94,52 @@ def _package(path: Path) -> AzurePackage:
     return _PACKAGES[path]
 
 
-def _digest(paths: list[Path | None]) -> list[str | None]:
-    return [hashlib.sha256(p.read_bytes()).hexdigest() if p else None for p in paths]
+def _roots(paths: tuple[Path, ...]) -> tuple[list[x509.Certificate], list[str | None]]:
+    if paths not in _ROOTS:
+        certs: list[x509.Certificate] = []
+        digests: list[str | None] = []
+        for path in paths:
+            data = read_input(path, "root certificate")
+            certs.extend(load_certificates(data, str(path)))
+            digests.append(hashlib.sha256(data).hexdigest())
+        _ROOTS[paths] = (certs, digests)
+    return _ROOTS[paths]
+
+
+def _read_credentials(paths: list[tuple[Path | None, str]]) -> dict[Path, bytes]:
+    """Each credential file read once: hashed for the fingerprint, then handed to the loader."""
+    return {p: read_input(p, what) for p, what in paths if p is not None}
+
+
+def _credential_files(
+    user: UserEntry, cert: Path | None, key: Path | None, pfx: Path | None
+) -> list[tuple[Path | None, str]]:
+    return [
+        (cert, "certificate"),
+        (key, "key"),
+        (pfx, "PKCS#12"),
+        *((c, "chain") for c in user.chain),
+    ]
 
 
 def _fingerprint(
-    user: UserEntry, settings: BatchSettings, package: AzurePackage, cred_files: list[Path | None]
+    user: UserEntry,
+    settings: BatchSettings,
+    package: AzurePackage,
+    cred_files: list[tuple[Path | None, str]],
+    contents: dict[Path, bytes],
 ) -> str:
     """Everything the outputs depend on; passphrases are not (the output key is the same)."""
     data = {
         "tool": __version__,
         "package": package.profile_sha256,
         "package_source": Path(package.source).name,
-        "user": {k: v for k, v in asdict(user).items() if k != "line"},
-        "credentials": _digest(cred_files),
-        "roots": _digest(list(settings.roots)),
+        "user": {f.name: getattr(user, f.name) for f in fields(user) if f.name != "line"},
+        "credentials": [
+            hashlib.sha256(contents[p]).hexdigest() if p is not None else None
+            for p, _what in cred_files
+        ],
+        "roots": _roots(settings.roots)[1],
         "warn_days": settings.warn_days,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
@@ -124,10 +171,11 @@ def _ca_credentials(user: UserEntry, settings: BatchSettings) -> tuple[Path, Pat
 
     assert settings.ca is not None  # noqa: S101 - validated before any work
     ca_dir = settings.ca.dir
-    current = ca.find_current(ca_dir, user.name)
+    entries = ca.read_ledger(ca_dir)  # once: the current entry and the history come from it
+    current = ca.find_current(ca_dir, user.name, entries=entries)
     action = _ca_action(current, settings.renew_within)
     if action == "issued":
-        history = [e for e in ca.read_ledger(ca_dir) if e.name.casefold() == user.name.casefold()]
+        history = [e for e in entries if e.name.casefold() == user.name.casefold()]
         latest = max(history, key=lambda e: e.issued_at, default=None)
         if latest is not None and latest.status == "revoked":
             raise CAError(
@@ -158,14 +206,71 @@ def _ca_credentials(user: UserEntry, settings: BatchSettings) -> tuple[Path, Pat
             result = authority.renew(user.name, days=user.days)
         return result.cert_path, result.key_path, action
     assert current is not None  # noqa: S101
-    cert, key = current.path(ca_dir, "cert"), current.path(ca_dir, "key")
-    if cert is None or key is None or not cert.exists() or not key.exists():
+    cert, key = _ledger_files(current, ca_dir)
+    if cert is None or key is None:
         raise CAError(
             f"{ca_dir}: the ledger names files for '{user.name}' that are missing",
             hint=f"restore them, or revoke and reissue: ovpn-toolkit ca renew --ca {ca_dir} "
             f"{user.name}",
         )
     return cert, key, None
+
+
+def _ledger_files(entry: LedgerEntry, ca_dir: Path) -> tuple[Path | None, Path | None]:
+    """The entry's certificate and key files, or (None, None) when either is missing."""
+    cert, key = entry.path(ca_dir, "cert"), entry.path(ca_dir, "key")
+    if cert is None or key is None or not cert.exists() or not key.exists():
+        return None, None
+    return cert, key
+
+
+def _unchanged(
+    task: UserTask, fingerprint: str, issued: Literal["issued", "renewed"] | None
+) -> UserOutcome | None:
+    """The previous outcome carried over when the inputs and the written files are unchanged."""
+    previous, settings = task.previous, task.settings
+    if (
+        previous is not None
+        and not settings.force
+        and previous.get("fingerprint") == fingerprint
+        and previous.get("status") in ("written", "unchanged")
+        and _intact(settings.output, previous)
+    ):
+        carried = UserOutcome(**{**_outcome_fields(previous), "status": "unchanged"})
+        carried.issued = issued
+        return carried
+    return None
+
+
+def carry_unchanged(
+    task: UserTask, ca_current: dict[str, LedgerEntry] | None = None
+) -> UserOutcome | None:
+    """In the main process: the user's ``unchanged`` outcome when nothing about it changed
+    (same fingerprint: inputs hashed, not just stat'ed; every written file hashed against the
+    manifest), else None and a worker does the full work (and the same check). ``ca_current``:
+    :func:`toolkit.ca.current_by_name` of the ledger, read once per batch."""
+    user, settings = task.user, task.settings
+    if task.previous is None or settings.force:
+        return None
+    try:
+        package = _package(settings.package_path)
+        if user.issued_from_ca:
+            current = None if ca_current is None else ca_current.get(user.name.casefold())
+            if settings.ca is None or current is None:
+                return None
+            if _ca_action(current, settings.renew_within) is not None:
+                return None
+            cert, key = _ledger_files(current, settings.ca.dir)
+            if cert is None:
+                return None
+            pfx = None
+        else:
+            cert, key, pfx = user.cert, user.key, user.pfx
+        files = _credential_files(user, cert, key, pfx)
+        fingerprint = _fingerprint(user, settings, package, files, _read_credentials(files))
+    except (ToolkitError, OSError):
+        return None  # the worker reports it properly
+    return _unchanged(task, fingerprint, None)
 
 
 class _DryRunIssue(Exception):
@@ -196,18 +301,13 @@ def process_user(task: UserTask) -> UserOutcome:
                 user.passphrase_env, user.passphrase_file, environ=settings.environ
             )
         outcome.issued = issued
-        fingerprint = _fingerprint(user, settings, package, [cert, key, pfx, *user.chain])
+        files = _credential_files(user, cert, key, pfx)
+        contents = _read_credentials(files)
+        fingerprint = _fingerprint(user, settings, package, files, contents)
         outcome.fingerprint = fingerprint
         previous = task.previous
-        if (
-            previous is not None
-            and not settings.force
-            and previous.get("fingerprint") == fingerprint
-            and previous.get("status") in ("written", "unchanged")
-            and _intact(settings.output, previous)
-        ):
-            carried = UserOutcome(**{**_outcome_fields(previous), "status": "unchanged"})
-            carried.issued = issued
+        carried = _unchanged(task, fingerprint, issued)
+        if carried is not None:
             return carried
         key_source = None
         if user.key_passphrase_env or user.key_passphrase_file:
@@ -216,7 +316,9 @@ def process_user(task: UserTask) -> UserOutcome:
             )
         plan = plan_from_inputs(
             package,
-            CredentialInputs(cert=cert, key=key, pfx=pfx, chain=user.chain, passphrase=source),
+            CredentialInputs(
+                cert=cert, key=key, pfx=pfx, chain=user.chain, passphrase=source, contents=contents
+            ),
             UserRequest(
                 name=user.name,
                 display_name=user.display_name,
@@ -226,7 +328,7 @@ def process_user(task: UserTask) -> UserOutcome:
                 key_passphrase=key_source,
                 guide=True,
             ),
-            roots=load_roots(list(settings.roots)),
+            roots=_roots(settings.roots)[0],
         )
         outcome.display_name = plan.display_name
         outcome.certificate = plan.certificate.to_json()
