@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,13 +195,38 @@ def check_writable(output_dir: Path, name: str, files: Sequence[PlannedFile], fo
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` with ``data``; made durable afterwards, with the others (:func:`sync`)."""
     path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as handle:
         os.fchmod(handle.fileno(), mode)
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+
+
+_SYNC_THREADS = 8
+_sync_pool: ThreadPoolExecutor | None = None
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync(paths: Sequence[Path]) -> None:
+    """fsync every file and folder in ``paths``, all at once: issued together from threads,
+    the file system commits them in one journal transaction instead of one after another."""
+    global _sync_pool
+    if len(paths) <= 1:
+        for path in paths:
+            _fsync_path(path)
+        return
+    if _sync_pool is None:
+        _sync_pool = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="ovpn-toolkit-fsync")
+    for _ in _sync_pool.map(_fsync_path, paths):  # re-raises the first OSError
+        pass
 
 
 def write_user(
@@ -219,9 +245,13 @@ def write_user(
         staging.mkdir(mode=DIR_MODE)
         for planned in files:
             _write_new(staging / planned.path, planned.data, planned.mode)
+        new_dirs = [staging]
         for folder in (staging / f for f in folders):
             for sub in [folder, *[d for d in folder.rglob("*") if d.is_dir()]]:
                 os.chmod(sub, DIR_MODE)
+                new_dirs.append(sub)
+        # durable before anything is swapped in: the files' data and the new folders' entries
+        sync([*(staging / f.path for f in files), *new_dirs])
         for folder_name in folders:
             final = user_dir / folder_name
             previous = None
@@ -233,6 +263,7 @@ def write_user(
         for planned in files:
             if not planned.folder:
                 os.replace(staging / planned.path, user_dir / planned.path)
+        sync([user_dir, output_dir] if created else [user_dir])  # the renames themselves
     except BaseException as exc:  # also Ctrl-C: never leave half-swapped outputs
         for final, previous in reversed(swapped):
             with contextlib.suppress(OSError):
@@ -267,6 +298,7 @@ __all__ = [
     "existing_outputs",
     "make_private",
     "remove_tree",
+    "sync",
     "write_all",
     "write_if_changed",
     "write_user",

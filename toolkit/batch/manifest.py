@@ -42,6 +42,14 @@ def _manifest_records(
     return records
 
 
+def _holds(path: Path, document: dict[str, Any]) -> bool:
+    """Whether ``path`` already holds ``document`` (parsed back: the C parser is fast)."""
+    try:
+        return bool(json.loads(path.read_bytes()) == document)
+    except (OSError, ValueError):
+        return False
+
+
 def write_manifest(
     output: Path,
     settings: BatchSettings,
@@ -56,7 +64,6 @@ def write_manifest(
         "package": str(settings.package_path),
         "users": records,
     }
-    data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
@@ -91,6 +98,10 @@ def write_manifest(
                 " ".join(f"{f['path']}:{f['sha256']}" for f in user.get("files", [])),
             ]
         )
-    wrote_json = write_if_changed(output / "manifest.json", data)
+    if _holds(output / "manifest.json", document):
+        wrote_json = False  # the same document: skip the (slow, indented) serialisation
+    else:
+        data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
+        wrote_json = write_if_changed(output / "manifest.json", data)
     wrote_csv = write_if_changed(output / "manifest.csv", buffer.getvalue().encode())
     return wrote_json or wrote_csv

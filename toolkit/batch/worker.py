@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -145,11 +146,24 @@ def _fingerprint(
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _file_sha256(path: str) -> str:
+    """The digest of a file's bytes (os-level reads: the re-run hashes every output)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
 def _intact(output: Path, record: dict[str, Any]) -> bool:
+    """Every file the record lists is there with the recorded content (hashed, not stat'ed)."""
+    base = os.fspath(output)
     for entry in record.get("files", []):
-        path = output / entry["path"]
         try:
-            if hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+            if _file_sha256(os.path.join(base, entry["path"])) != entry["sha256"]:
                 return False
         except OSError:
             return False

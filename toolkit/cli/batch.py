@@ -5,19 +5,21 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from toolkit.batch import BatchResult, BatchSettings, UserOutcome, default_jobs, run_batch
-from toolkit.batch.schema import json_schema
-from toolkit.batch.userlist import load_user_list
-from toolkit.batch.worker import STATUSES
 from toolkit.cli.common import SCHEMA_VERSION, JsonOpt, err, guard, print_json
 from toolkit.errors import ExitCode, UserListError
 
+# the core is imported inside the commands: `--help` must not load cryptography, jinja2, yaml
+if TYPE_CHECKING:
+    from toolkit.batch import BatchResult, UserOutcome
+
 
 def _summary(result: BatchResult, output: Path, *, dry_run: bool) -> None:
+    from toolkit.batch.worker import STATUSES
+
     for outcome in result.outcomes:
         line = f"{outcome.name}: {outcome.status}"
         if outcome.issued:
@@ -97,6 +99,10 @@ def register(app: typer.Typer) -> None:
         """Profiles for every user in a YAML list: validated first, parallel, idempotent.
 
         Exit 0 when all users succeeded, 3 when some failed, 2 when the file is invalid."""
+        from toolkit.batch import BatchSettings, default_jobs, run_batch
+        from toolkit.batch.userlist import load_user_list
+        from toolkit.batch.worker import STATUSES
+
         try:
             users = load_user_list(users_file)
         except UserListError as exc:
@@ -159,4 +165,6 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def schema() -> None:
         """Print the JSON Schema of the batch user list (for editors)."""
+        from toolkit.batch.schema import json_schema
+
         print_json(json_schema())

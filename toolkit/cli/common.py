@@ -19,9 +19,9 @@ from typing import Annotated, Any, Optional, ParamSpec, TypeVar
 
 import typer
 
+from toolkit.cli.constants import DEFAULT_TARGETS, TARGET_NAMES
 from toolkit.errors import ExitCode, ToolkitError, exit_code_for
 from toolkit.passphrase import PassphraseSource
-from toolkit.targets import DEFAULT_TARGETS, TARGETS
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -115,7 +115,7 @@ TargetOpt = Annotated[
         "--target",
         "-t",
         metavar="TARGET",
-        help=f"Output target, repeatable: {', '.join(TARGETS)}. "
+        help=f"Output target, repeatable: {', '.join(TARGET_NAMES)}. "
         f"Default: {' and '.join(DEFAULT_TARGETS)}.",
         show_default=False,
     ),

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from toolkit.cli.common import guard
-from toolkit.demo import run_demo
 from toolkit.errors import ExitCode
 
 
@@ -24,6 +23,8 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Run the batch flow on built-in synthetic material (DEMO): package, CA, users.yaml."""
+        from toolkit.demo import run_demo
+
         result = run_demo(output, force=force)
         typer.echo(f"Made in {result.folder} (all DEMO material, see DEMO-README.txt):")
         typer.echo(f"  {result.package.name}   a synthetic Azure P2S package")
