@@ -112,18 +112,39 @@ def write_if_changed(path: Path, data: bytes, mode: int = FILE_MODE) -> bool:
 
 
 def write_all(files: Sequence[tuple[Path, bytes, int]]) -> None:
-    """Write every file, or none: files created here are removed again if one write fails."""
+    """Write every file, or none: files created here are removed again if one write fails.
+
+    Each is written to a temporary file beside it; all of them are made durable together
+    (:func:`sync`), then renamed into place, then their folders are synced."""
     created: list[Path] = []
+    temps: list[tuple[str, Path]] = []
     try:
         for path, data, mode in files:
+            ensure_private_dir(path.parent)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append((tmp, path))
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), mode)
+                handle.write(data)
+        sync([Path(tmp) for tmp, _path in temps])
+        for tmp, path in temps:
             existed = path.exists()
-            atomic_write(path, data, mode)
+            os.replace(tmp, path)
             if not existed:
                 created.append(path)
-    except BaseException:
+        sync(list(dict.fromkeys(path.parent for _tmp, path in temps)))
+    except BaseException as exc:
+        for tmp, _path in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         for path in created:
             with contextlib.suppress(OSError):
                 path.unlink()
+        if isinstance(exc, OSError):
+            raise OutputError(
+                f"{exc.filename or 'a file'}: cannot write ({exc.strerror})",
+                hint="check free space and permissions of the output folder",
+            ) from exc
         raise
 
 

@@ -214,7 +214,11 @@ def _ca_credentials(user: UserEntry, settings: BatchSettings) -> tuple[Path, Pat
             _AUTHORITIES[ca_dir] = authority
         if action == "issued":
             result = authority.issue(
-                user.name, email=user.email, days=user.days, key_type=user.key_type
+                user.name,
+                email=user.email,
+                days=user.days,
+                key_type=user.key_type,
+                ledger=entries,  # just read: not parsed again before the key is made
             )
         else:
             result = authority.renew(user.name, days=user.days)
