@@ -163,11 +163,12 @@ def load_private_key(
     ``passphrase`` is a source (resolved, and prompted for, only when the key is encrypted) or
     the passphrase itself (the CA, opened with bytes it already has).
 
-    ``skip_rsa_validation`` skips OpenSSL's consistency check of an RSA key's private values
-    (about 70 ms per 2048-bit key, most of a batch's time). Only for a key the toolkit never
-    signs with and whose public half is then checked against its certificate (a user's client
-    key: :func:`load_pem_credentials`, then ``validation.validate_credentials``). Never for the
-    CA's own key, which signs certificates (``docs/performance.md``)."""
+    ``skip_rsa_validation`` skips OpenSSL's check of an RSA key (about 70 ms per 2048-bit key,
+    most of a batch's time, nearly all of it primality tests of p and q); the cheap arithmetic
+    part is still done here (:func:`_rsa_consistent`). Only for a key the toolkit never signs
+    with and whose public half is then checked against its certificate (a user's client key:
+    :func:`load_pem_credentials`, then ``validation.validate_credentials``). Never for the CA's
+    own key, which signs certificates (``docs/performance.md``)."""
     if b"PRIVATE KEY-----" not in data:
         raise CredentialsError(
             f"{label}: no PEM private key in it",
@@ -210,7 +211,30 @@ def load_private_key(
             f"{label}: the {what} uses an unsupported algorithm or encryption",
             hint="re-export it as PKCS#8: openssl pkcs8 -topk8 -in OLD -out NEW",
         ) from exc
+    if skip_rsa_validation and isinstance(key, rsa.RSAPrivateKey) and not _rsa_consistent(key):
+        raise CredentialsError(
+            f"{label}: the {what} is damaged (its RSA values do not agree)",
+            hint="export the key again, or issue a new certificate",
+        )
     return _usable_key(key, label)
+
+
+def _rsa_consistent(key: rsa.RSAPrivateKey) -> bool:
+    """The arithmetic OpenSSL's check does, without its costly primality tests of p and q:
+    n = p*q, the exponents and the CRT values agree (microseconds, not ~70 ms)."""
+    numbers = key.private_numbers()
+    p, q, d = numbers.p, numbers.q, numbers.d
+    n, e = numbers.public_numbers.n, numbers.public_numbers.e
+    return (
+        p > 1
+        and q > 1
+        and p * q == n
+        and (d * e) % (p - 1) == 1
+        and (d * e) % (q - 1) == 1
+        and numbers.dmp1 == d % (p - 1)
+        and numbers.dmq1 == d % (q - 1)
+        and (numbers.iqmp * q) % p == 1
+    )
 
 
 def _order_chain(
