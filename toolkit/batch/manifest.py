@@ -42,6 +42,16 @@ def _manifest_records(
     return records
 
 
+def _indented_json(document: dict[str, Any]) -> bytes:
+    """``json.dumps(document, indent=2) + "\\n"`` as UTF-8, built without the two extra full
+    copies of the text (10 000 users make about 20 MB of it)."""
+    buffer = io.BytesIO()
+    for chunk in json.JSONEncoder(indent=2).iterencode(document):
+        buffer.write(chunk.encode("utf-8"))
+    buffer.write(b"\n")
+    return buffer.getvalue()
+
+
 def _holds(path: Path, document: dict[str, Any]) -> bool:
     """Whether ``path`` already holds ``document`` (parsed back: the C parser is fast)."""
     try:
@@ -101,7 +111,6 @@ def write_manifest(
     if _holds(output / "manifest.json", document):
         wrote_json = False  # the same document: skip the (slow, indented) serialisation
     else:
-        data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
-        wrote_json = write_if_changed(output / "manifest.json", data)
+        wrote_json = write_if_changed(output / "manifest.json", _indented_json(document))
     wrote_csv = write_if_changed(output / "manifest.csv", buffer.getvalue().encode())
     return wrote_json or wrote_csv

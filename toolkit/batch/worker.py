@@ -242,9 +242,7 @@ def _ledger_files(entry: LedgerEntry, ca_dir: Path) -> tuple[Path | None, Path |
     return cert, key
 
 
-def _unchanged(
-    task: UserTask, fingerprint: str, issued: Literal["issued", "renewed"] | None
-) -> UserOutcome | None:
+def _unchanged(task: UserTask, fingerprint: str, issued: str | None) -> UserOutcome | None:
     """The previous outcome carried over when the inputs and the written files are unchanged."""
     previous, settings = task.previous, task.settings
     if (

@@ -81,7 +81,13 @@ def plain_source(env: str | None, file: Path | None) -> PassphraseSource:
 
 
 def print_json(document: Any) -> None:
-    typer.echo(json.dumps(document, indent=2, sort_keys=False))
+    """The document as ``json.dumps(document, indent=2)`` and a newline, written in pieces: a
+    batch of 10 000 users is never held as one string."""
+    out = sys.stdout
+    for chunk in json.JSONEncoder(indent=2).iterencode(document):
+        out.write(chunk)
+    out.write("\n")
+    out.flush()
 
 
 PASSPHRASE_ENV_HELP = "Read the passphrase from this environment variable."  # noqa: S105
