@@ -12,10 +12,10 @@ import json
 import os
 import pty
 import select
-import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -697,9 +697,11 @@ def test_no_secret_in_any_output(leak_setup: tuple[Files, Secrets, dict[str, Pat
 
 # --- the installed program ----------------------------------------------------------------------
 def console_script() -> str:
-    path = shutil.which("ovpn-toolkit")
-    assert path, "the ovpn-toolkit console script is not installed (pip install -e '.[test]')"
-    return path
+    """The script pip installed beside this interpreter (no PATH or activated venv needed)."""
+    scripts = Path(sysconfig.get_path("scripts"))
+    path = scripts / "ovpn-toolkit"
+    assert path.is_file(), f"no ovpn-toolkit in {scripts}: run pip install -e '.[test]' there"
+    return str(path)
 
 
 def test_console_script_version() -> None:

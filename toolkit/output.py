@@ -153,6 +153,15 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def remove_file(path: Path) -> bool:
+    """Remove a file the toolkit owns; True when it was removed."""
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: Path, timeout: float, *, holder: str) -> Iterator[None]:
     """An exclusive flock(2) on ``path`` (created 0600), waiting up to ``timeout`` seconds."""
@@ -318,6 +327,7 @@ __all__ = [
     "exclusive_lock",
     "existing_outputs",
     "make_private",
+    "remove_file",
     "remove_tree",
     "sync",
     "write_all",

@@ -6,7 +6,6 @@ through the callable the CLI put in it). Errors are ``ToolkitError`` subclasses.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -36,7 +35,7 @@ from toolkit.ca.rules import check_days, check_email, check_key_type
 from toolkit.credentials import export_pkcs12, load_private_key
 from toolkit.errors import CAError, OutputError
 from toolkit.names import check_name
-from toolkit.output import FILE_MODE, PUBLIC_MODE, write_all
+from toolkit.output import FILE_MODE, PUBLIC_MODE, remove_file, write_all
 from toolkit.passphrase import PassphraseSource
 
 DEFAULT_CLIENT_DAYS = 365
@@ -352,14 +351,13 @@ class CertificateAuthority:
             files.append((pfx_path, signed.pfx, FILE_MODE))
         write_all(files)
         stale = folder / f"{name}.pfx"
-        if pfx_path is None and stale.exists() and stale.resolve() in self._owned(entries, name):
-            # the PKCS#12 of the certificate being replaced: never leave it next to the new pair
-            with contextlib.suppress(OSError):
-                stale.unlink()
-                warnings.append(
-                    f"removed {stale} (it held the replaced certificate); "
-                    "ask for a PKCS#12 again to get a new one"
-                )
+        owned_stale = stale.exists() and stale.resolve() in self._owned(entries, name)
+        # the PKCS#12 of the certificate being replaced: never leave it next to the new pair
+        if pfx_path is None and owned_stale and remove_file(stale):
+            warnings.append(
+                f"removed {stale} (it held the replaced certificate); "
+                "ask for a PKCS#12 again to get a new one"
+            )
 
         record = {"cert": self.paths.store(cert_path), "key": self.paths.store(key_path)}
         if pfx_path is not None:
