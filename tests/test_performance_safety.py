@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from toolkit.credentials import load_private_key
 from toolkit.errors import CredentialsError
+from toolkit.jsontext import dumps_indented
 from toolkit.profile import Block, Directive, Profile
 
 
@@ -67,3 +72,17 @@ def test_profile_clone_is_independent_and_identical() -> None:
     copy.remove(copy.items[0])
     assert template.serialize() == text
     assert Profile.parse(text, "t.ovpn") == template
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@given(json_values)
+def test_fast_indented_json_is_the_standard_text(document: object) -> None:
+    assert dumps_indented(document) == json.dumps(document, indent=2)

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from toolkit.errors import LockedError, OutputError
 
@@ -259,10 +262,63 @@ def sync(paths: Sequence[Path]) -> None:
         pass
 
 
+def can_sync_filesystem() -> bool:
+    """Whether :func:`sync_filesystem` is available (Linux: syncfs(2))."""
+    return _syncfs() is not None
+
+
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # local: only a batch needs it
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return cast("Callable[[int], int]", function)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Everything written so far to the file system that holds ``path`` is on disk: one
+    syncfs(2) for a whole group of users written with ``durable=False``. Raises OutputError."""
+    import ctypes
+
+    syncfs = _syncfs()
+    if syncfs is None:
+        raise OutputError("syncfs is not available on this system")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot open the folder ({exc.strerror})") from exc
+    try:
+        if syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OutputError(
+                f"{path}: the written files could not be made durable ({os.strerror(code)})",
+                hint="check the disk and free space of the output folder",
+            )
+    finally:
+        os.close(fd)
+
+
 def write_user(
-    output_dir: Path, name: str, files: Sequence[PlannedFile], *, force: bool = False
+    output_dir: Path,
+    name: str,
+    files: Sequence[PlannedFile],
+    *,
+    force: bool = False,
+    durable: bool = True,
 ) -> None:
-    """Write every file under ``output_dir/name``; all or nothing (see the module docstring)."""
+    """Write every file under ``output_dir/name``; all or nothing (see the module docstring).
+
+    ``durable``: every file and folder is fsynced before this returns. ``durable=False`` is for
+    a batch, which makes a whole group durable at once (:func:`sync_filesystem`) before it
+    reports any of those users written."""
     check_writable(output_dir, name, files, force)
     user_dir = output_dir / name
     created = not user_dir.exists()
@@ -281,7 +337,8 @@ def write_user(
                 os.chmod(sub, DIR_MODE)
                 new_dirs.append(sub)
         # durable before anything is swapped in: the files' data and the new folders' entries
-        sync([*(staging / f.path for f in files), *new_dirs])
+        if durable:
+            sync([*(staging / f.path for f in files), *new_dirs])
         for folder_name in folders:
             final = user_dir / folder_name
             previous = None
@@ -293,7 +350,8 @@ def write_user(
         for planned in files:
             if not planned.folder:
                 os.replace(staging / planned.path, user_dir / planned.path)
-        sync([user_dir, output_dir] if created else [user_dir])  # the renames themselves
+        if durable:
+            sync([user_dir, output_dir] if created else [user_dir])  # the renames themselves
     except BaseException as exc:  # also Ctrl-C: never leave half-swapped outputs
         for final, previous in reversed(swapped):
             with contextlib.suppress(OSError):
@@ -322,6 +380,7 @@ __all__ = [
     "PUBLIC_MODE",
     "PlannedFile",
     "atomic_write",
+    "can_sync_filesystem",
     "check_writable",
     "ensure_private_dir",
     "exclusive_lock",
@@ -330,6 +389,7 @@ __all__ = [
     "remove_file",
     "remove_tree",
     "sync",
+    "sync_filesystem",
     "write_all",
     "write_if_changed",
     "write_user",

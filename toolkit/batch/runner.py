@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import itertools
 import multiprocessing
 import os
@@ -21,10 +22,12 @@ from toolkit.batch.manifest import read_manifest, write_manifest
 from toolkit.batch.userlist import UserList
 from toolkit.batch.worker import BatchSettings, Status, UserOutcome, UserTask, process_user
 from toolkit.credentials import load_roots
-from toolkit.errors import ToolkitError, UserListError
-from toolkit.output import ensure_private_dir
+from toolkit.errors import OutputError, ToolkitError, UserListError
+from toolkit.output import can_sync_filesystem, ensure_private_dir, sync_filesystem
 from toolkit.package import load_package
 from toolkit.passphrase import PassphraseSource
+
+SYNC_GROUP = 64  # written users made durable by one syncfs(2)
 
 
 @dataclass
@@ -93,14 +96,41 @@ def run_batch(
     outcomes: dict[str, UserOutcome] = {}
     order = [u.name for u in users.users]
     stop = False
+    # durability by groups: workers write without fsync; one syncfs(2) per group of written
+    # users, and only then are they reported (and recorded) as written
+    group_sync = not settings.dry_run and can_sync_filesystem()
+    if group_sync:
+        settings = dataclasses.replace(settings, group_sync=True)
+    waiting: list[UserOutcome] = []
 
-    def record(outcome: UserOutcome) -> None:
+    def report(outcome: UserOutcome) -> None:
         nonlocal stop
         outcomes[outcome.name] = outcome
         if on_outcome:
             on_outcome(outcome)
         if fail_fast and outcome.status == "failed":
             stop = True
+
+    def make_durable() -> None:
+        if not waiting:
+            return
+        group = list(waiting)
+        waiting.clear()
+        try:
+            sync_filesystem(settings.output)
+        except OutputError as exc:
+            for outcome in group:
+                outcome.status, outcome.reason, outcome.hint = "failed", exc.message, exc.hint
+        for outcome in group:
+            report(outcome)
+
+    def record(outcome: UserOutcome) -> None:
+        if group_sync and outcome.status == "written":
+            waiting.append(outcome)
+            if len(waiting) >= SYNC_GROUP:
+                make_durable()
+        else:
+            report(outcome)
 
     def to_run() -> Iterator[UserTask]:
         """The tasks a worker must do; unchanged users are decided here, without one."""
@@ -149,6 +179,7 @@ def run_batch(
                 for future in done:
                     if not future.cancelled():
                         record(future.result())
+    make_durable()
     for name in order:
         if name not in outcomes:
             outcomes[name] = UserOutcome(name, "skipped", reason="not run (--fail-fast)")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import getpass
-import json
 import os
 import sys
 import traceback
@@ -83,9 +82,10 @@ def plain_source(env: str | None, file: Path | None) -> PassphraseSource:
 def print_json(document: Any) -> None:
     """The document as ``json.dumps(document, indent=2)`` and a newline, written in pieces: a
     batch of 10 000 users is never held as one string."""
+    from toolkit.jsontext import write_indented
+
     out = sys.stdout
-    for chunk in json.JSONEncoder(indent=2).iterencode(document):
-        out.write(chunk)
+    write_indented(document, out.write)
     out.write("\n")
     out.flush()
 
