@@ -237,6 +237,10 @@ class Profile:
                 items.append(
                     Block(item.line, item.name, list(item.body), item.open_raw, item.close_raw)
                 )
+            elif isinstance(item, Blank):
+                items.append(Blank(item.line, item.raw))
+            elif isinstance(item, Comment):
+                items.append(Comment(item.line, item.raw))
             else:
                 items.append(copy.copy(item))
         return Profile(items, self.trailing_newline, self.source)
