@@ -5,14 +5,29 @@ RSA generation is slow, so the expensive objects are session-scoped; tests must 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from toolkit.ca import keys as pki
 from toolkit.sample import SampleGateway, make_gateway
+
+# Hypothesis: "ci" (the default) keeps every property and fuzz test quick and reproducible;
+# HYPOTHESIS_PROFILE=long runs many more examples locally (pytest -q tests/test_fuzz.py).
+settings.register_profile(
+    "ci",
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("long", max_examples=2000, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import time
@@ -30,6 +31,7 @@ from typer.testing import CliRunner, Result
 from toolkit import ca
 from toolkit.ca import keys as pki
 from toolkit.cli import app
+from toolkit.cli import batch as batch_cli
 from toolkit.sample import SampleGateway
 
 CA_PASS = b"ca passphrase for tests"
@@ -200,14 +202,14 @@ def expected_files(name: str, targets: list[str]) -> set[str]:
     files = {f"{name}/INSTALL.html"}
     if "tunnelblick" in targets:
         files |= {
-            f"{name}/tunnelblick/{name}.tblk.zip",
-            f"{name}/tunnelblick/{name}.tblk/Contents/Info.plist",
-            f"{name}/tunnelblick/{name}.tblk/Contents/Resources/config.ovpn",
+            f"{name}/tunnelblick/{name}-mac.tblk.zip",
+            f"{name}/tunnelblick/{name}-mac.tblk/Contents/Info.plist",
+            f"{name}/tunnelblick/{name}-mac.tblk/Contents/Resources/config.ovpn",
         }
     if "ios" in targets:
-        files.add(f"{name}/ios/{name}.ovpn")
+        files.add(f"{name}/ios/{name}-iphone.ovpn")
     if "openvpn" in targets:
-        files.add(f"{name}/openvpn/{name}.ovpn")
+        files.add(f"{name}/openvpn/{name}-linux-windows.ovpn")
     return files
 
 
@@ -256,7 +258,7 @@ def test_first_run_writes_every_user_with_their_own_certificate(team: Team) -> N
         expected |= expected_files(name, targets)
     assert on_disk == expected
     for name in NAMES:
-        profile = (team.out / f"{name}/ios/{name}.ovpn").read_text()
+        profile = (team.out / f"{name}/ios/{name}-iphone.ovpn").read_text()
         cert = x509.load_pem_x509_certificate(pem_block(profile, "cert").encode())
         assert cert == source_certificate(team, name)
         assert "ENCRYPTED" not in pem_block(profile, "key")
@@ -434,8 +436,8 @@ def test_reissued_certificate_rewrites_only_that_user(team: Team) -> None:
     new = team.manifest()["erin"]["certificate"]["thumbprint_sha1"]
     assert new == renewed.thumbprint_sha1 != old
     for profile in (
-        "erin/ios/erin.ovpn",
-        "erin/tunnelblick/erin.tblk/Contents/Resources/config.ovpn",
+        "erin/ios/erin-iphone.ovpn",
+        "erin/tunnelblick/erin-mac.tblk/Contents/Resources/config.ovpn",
     ):
         text = (team.out / profile).read_text()
         cert = x509.load_pem_x509_certificate(pem_block(text, "cert").encode())
@@ -452,8 +454,8 @@ def test_changed_setting_rewrites_only_that_user(team: Team) -> None:
     after = snapshot(team.out)
     for name in NAMES[1:]:
         assert user_part(after, name) == user_part(before, name), name
-    assert after["alice/ios/alice.ovpn"][3] != before["alice/ios/alice.ovpn"][3]
-    ios = (team.out / "alice/ios/alice.ovpn").read_text()
+    assert after["alice/ios/alice-iphone.ovpn"][3] != before["alice/ios/alice-iphone.ovpn"][3]
+    ios = (team.out / "alice/ios/alice-iphone.ovpn").read_text()
     assert 'setenv FRIENDLY_NAME "Alice (Fabrikam VPN)"' in ios.splitlines()
     assert "Contoso" not in ios
     assert "Alice (Fabrikam VPN)" in (team.out / "alice/INSTALL.html").read_text()
@@ -509,6 +511,14 @@ def test_ca_users_are_not_reissued_and_renew_within_renews_them(team: Team) -> N
     }
     ledger = team.ledger()
     assert len(ledger) == count + 2
+    # as `ca renew` does: each superseded certificate with the command that cuts it off now
+    for name in CA_USERS:
+        thumbprint = first[name].thumbprint_sha1
+        assert (
+            f"Superseded {thumbprint} (expires {first[name].not_after:%Y-%m-%d}); Azure accepts "
+            f"it until then. To cut it off now: ovpn-toolkit ca revoke --ca {team.ca_dir} "
+            f"{thumbprint}"
+        ) in result.stdout
     manifest = team.manifest()
     for name in CA_USERS:
         old = next(e for e in ledger if e.serial == first[name].serial)
@@ -547,13 +557,13 @@ def test_jobs_1_and_jobs_2_give_the_same_outputs(team: Team) -> None:
     assert set(one) == set(two)
     assert one == two
     assert len(one) == 2 + sum(len(expected_files(n, t)) for n, t in TARGETS.items())
-    with zipfile.ZipFile(team.folder / "out1/alice/tunnelblick/alice.tblk.zip") as archive:
+    with zipfile.ZipFile(team.folder / "out1/alice/tunnelblick/alice-mac.tblk.zip") as archive:
         names = archive.namelist()
-        assert "alice.tblk/Contents/Resources/config.ovpn" in names
+        assert "alice-mac.tblk/Contents/Resources/config.ovpn" in names
         assert (
-            archive.read("alice.tblk/Contents/Resources/config.ovpn")
+            archive.read("alice-mac.tblk/Contents/Resources/config.ovpn")
             == (
-                team.folder / "out1/alice/tunnelblick/alice.tblk/Contents/Resources/config.ovpn"
+                team.folder / "out1/alice/tunnelblick/alice-mac.tblk/Contents/Resources/config.ovpn"
             ).read_bytes()
         )
 
@@ -670,9 +680,9 @@ def test_install_guide_names_the_users_files_gateway_and_expiry(team: Team) -> N
         assert team.gateway.remote_host in html
         assert record["certificate"]["not_after"][:10] in html
         assert record["certificate"]["thumbprint_sha1"] in html
-        assert f"{name}.ovpn" in html  # every user has the ios target here
+        assert f"{name}-iphone.ovpn" in html  # every user has the ios target here
         if "tunnelblick" in TARGETS[name]:
-            assert f"{name}.tblk.zip" in html and "On your Mac" in html
+            assert f"{name}-mac.tblk.zip" in html and "On your Mac" in html
         else:
             assert "tblk" not in html and "On your Mac" not in html
         assert ("openvpn --config" in html) == ("openvpn" in TARGETS[name])
@@ -688,7 +698,7 @@ def test_install_guide_has_no_secrets_and_no_external_assets(team: Team) -> None
     assert len(tls_auth_lines) == 16
     for name in NAMES:
         html = (team.out / f"{name}/INSTALL.html").read_text()
-        profile = (team.out / f"{name}/ios/{name}.ovpn").read_text()
+        profile = (team.out / f"{name}/ios/{name}-iphone.ovpn").read_text()
         key_lines = [line for line in pem_block(profile, "key").splitlines() if "-----" not in line]
         assert len(key_lines) > 10
         assert "PRIVATE KEY" not in html and "BEGIN" not in html
@@ -755,8 +765,87 @@ def test_json_output_is_one_document(team: Team) -> None:
 def test_quiet_prints_only_the_count_and_errors(team: Team) -> None:
     _garbage_key(team)
     result = team.ok("--quiet", code=3)
-    assert result.stdout == "5 users, 1 failed\n"
+    assert result.stdout == "5 users: 4 written, 1 failed\n"  # the grammar of every mode
     assert result.stderr.startswith("erin: failed: ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_each_failure_is_printed_on_stderr_as_it_happens(team: Team) -> None:
+    _unset_passphrase(team)  # alice, the first user, fails
+    seen: list[tuple[str, bool]] = []
+    original = batch_cli.err
+
+    def spy(text: str) -> None:  # was erin, the last user, already written when it came?
+        seen.append((text, (team.out / "erin").exists()))
+        original(text)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batch_cli, "err", spy)
+        result = team.ok(code=3)
+    assert len(seen) == 1
+    line, erin_done = seen[0]
+    assert line.startswith("alice: failed: ") and "ALICE_KEY_PASS" in line
+    assert not erin_done  # printed before the later users ran, not at the end
+    assert result.stderr.startswith("alice: failed: ")
+    assert "5 users: 4 written, 1 failed" in result.stdout
+
+
+def test_one_user_is_one_user(team: Team) -> None:
+    text = team.users_yaml.read_text()
+    team.users_yaml.write_text(text.split("  - name: bob")[0])  # alice only
+    assert team.ok().stdout.splitlines()[-2] == "1 user: 1 written"
+    assert team.ok("-q").stdout == "1 user: 1 unchanged\n"
+
+
+def test_the_manifest_and_json_list_exactly_the_files_to_send(team: Team) -> None:
+    document = json.loads(team.ok("--json", code=0).stdout)
+    users = {u["name"]: u for u in document["users"]}
+    manifest = team.manifest()
+    for name in NAMES:
+        send = users[name]["send"]
+        assert manifest[name]["send"] == send
+        labels = {"tunnelblick": "mac", "ios": "iphone", "openvpn": "linux-windows"}
+        expected = [
+            f"{name}/{t}/{name}-{labels[t]}" + (".tblk.zip" if t == "tunnelblick" else ".ovpn")
+            for t in TARGETS[name]
+        ]
+        assert [s["path"] for s in send] == [*expected, f"{name}/INSTALL.html"]
+        assert [s["platform"] for s in send][-1] == "all"
+        for item in send:
+            assert (team.out / item["path"]).is_file()
+        names = [Path(s["path"]).name for s in send]
+        assert len(set(names)) == len(names)
+    with (team.out / "manifest.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["send"].split() == [s["path"] for s in users["alice"]["send"]]
+    text = team.ok().stdout  # the human summary says what to send, per platform
+    assert f"send (iPhone): {team.out / 'carol/ios/carol-iphone.ovpn'}" not in text  # unchanged
+    team.ok("--force")
+    text = team.ok("--force").stdout
+    assert f"send (iPhone): {team.out / 'carol/ios/carol-iphone.ovpn'}" in text
+    assert f"send (Mac): {team.out / 'dave/tunnelblick/dave-mac.tblk.zip'}" in text
+
+
+def test_contact_from_the_file_and_per_user_reaches_the_guide(team: Team) -> None:
+    text = team.users_yaml.read_text()
+    text = text.replace("users:\n", "contact: IT desk <it@contoso.example>\nusers:\n", 1)
+    text = text.replace(
+        "    targets: [ios]\n", "    targets: [ios]\n    contact: Ines at the Zurich desk\n", 1
+    )
+    team.users_yaml.write_text(text)
+    team.ok()
+    alice = (team.out / "alice" / "INSTALL.html").read_text()
+    carol = (team.out / "carol" / "INSTALL.html").read_text()
+    assert "Ask <strong>IT desk &lt;it@contoso.example&gt;</strong>" in alice
+    assert "Ines at the Zurich desk" in carol and "IT desk" not in carol
+
+
+def test_guide_false_in_the_file_writes_no_guide(team: Team) -> None:
+    text = team.users_yaml.read_text().replace("users:\n", "guide: false\nusers:\n", 1)
+    team.users_yaml.write_text(text)
+    team.ok()
+    assert not list(team.out.rglob("INSTALL.html"))
+    assert all(s["target"] != "guide" for u in team.manifest().values() for s in u["send"])
 
 
 # --- a big team ----------------------------------------------------------------------------------
@@ -823,15 +912,15 @@ def test_changed_package_rewrites_everyone(team: Team) -> None:
     result = team.ok()
     assert summary_lines(result) == dict.fromkeys(NAMES, "written")
     for name in NAMES:
-        profile = (team.out / f"{name}/ios/{name}.ovpn").read_text()
+        profile = (team.out / f"{name}/ios/{name}-iphone.ovpn").read_text()
         assert f"remote {team.gateway.remote_host} " not in profile
-        assert os.stat(team.out / f"{name}/ios/{name}.ovpn").st_mtime_ns != OLD_NS
+        assert os.stat(team.out / f"{name}/ios/{name}-iphone.ovpn").st_mtime_ns != OLD_NS
 
 
 def test_deleted_or_edited_output_is_restored_for_that_user_only(team: Team) -> None:
     team.ok()
-    original = (team.out / "bob/ios/bob.ovpn").read_bytes()
-    (team.out / "bob/ios/bob.ovpn").write_text("edited by hand\n")
+    original = (team.out / "bob/ios/bob-iphone.ovpn").read_bytes()
+    (team.out / "bob/ios/bob-iphone.ovpn").write_text("edited by hand\n")
     (team.out / "carol/INSTALL.html").unlink()
     age(team.out)
     before = snapshot(team.out)
@@ -841,7 +930,7 @@ def test_deleted_or_edited_output_is_restored_for_that_user_only(team: Team) -> 
         "bob": "written",
         "carol": "written",
     }
-    assert (team.out / "bob/ios/bob.ovpn").read_bytes() == original
+    assert (team.out / "bob/ios/bob-iphone.ovpn").read_bytes() == original
     assert (team.out / "carol/INSTALL.html").exists()
     after = snapshot(team.out)
     for name in ("alice", "dave", "erin"):
@@ -855,11 +944,19 @@ def test_revoked_ca_user_is_not_silently_reissued(team: Team) -> None:
     result = team.ok(code=3)
     lines = summary_lines(result)
     assert lines["carol"].startswith("failed: the certificate of 'carol' was revoked")
-    assert "ovpn-toolkit ca issue" in lines["carol"]
     assert all(lines[n] == "unchanged" for n in NAMES if n != "carol")
     assert len(team.ledger()) == count  # nothing issued behind the admin's back
-    # a deliberate re-issue is picked up by the next run
-    ca.open_ca(team.ca_dir, CA_PASS).issue("carol", email="carol@contoso.example")
+    old = next(e for e in team.ledger() if e.name == "carol")
+    # the hint is the deliberate re-issue, with every option the batch would have used
+    command = lines["carol"].split("issue deliberately: ", 1)[1].rstrip(")")
+    argv = shlex.split(command)
+    assert argv[:3] == ["ovpn-toolkit", "ca", "issue"]
+    assert argv[argv.index("--email") :][:2] == ["--email", "carol@contoso.example"]
+    assert argv[argv.index("--passphrase-env") :][:2] == ["--passphrase-env", "P2S_CA_PASS"]
+    issued = CliRunner().invoke(app, argv[1:])  # run it as printed
+    assert issued.exit_code == 0, issued.stderr
+    new = ca.find_current(team.ca_dir, "carol")
+    assert new is not None and new.cn == old.cn == "carol@contoso.example"
     result = team.ok()
     assert summary_lines(result)["carol"] == "written"
 
@@ -890,5 +987,5 @@ def test_install_guide_mentions_the_key_passphrase_only_when_there_is_one(
     alice = (team.out / "alice" / "INSTALL.html").read_text()
     assert "key passphrase" in erin and "key passphrase" not in alice
     assert "erin's own words" not in erin and "erin&#39;s own words" not in erin
-    profile = (team.out / "erin" / "ios" / "erin.ovpn").read_text()
+    profile = (team.out / "erin" / "ios" / "erin-iphone.ovpn").read_text()
     assert "BEGIN ENCRYPTED PRIVATE KEY" in profile

@@ -159,10 +159,10 @@ def test_generate_writes_private_profiles(files: Files, client: pki.IssuedCertif
     assert result.exit_code == ExitCode.OK, result.stderr
     assert result.stderr == ""  # a clean certificate: no warnings
     user = files.out / "alice"
-    ios = user / "ios" / "alice.ovpn"
-    config = user / "tunnelblick" / "alice.tblk" / "Contents" / "Resources" / "config.ovpn"
-    plist = user / "tunnelblick" / "alice.tblk" / "Contents" / "Info.plist"
-    bundle_zip = user / "tunnelblick" / "alice.tblk.zip"
+    ios = user / "ios" / "alice-iphone.ovpn"
+    config = user / "tunnelblick" / "alice-mac.tblk" / "Contents" / "Resources" / "config.ovpn"
+    plist = user / "tunnelblick" / "alice-mac.tblk" / "Contents" / "Info.plist"
+    bundle_zip = user / "tunnelblick" / "alice-mac.tblk.zip"
     for path in (ios, config, plist, bundle_zip):
         assert path.is_file(), path
         assert f"wrote {path} (0600)" in result.stdout
@@ -178,7 +178,7 @@ def test_generate_writes_private_profiles(files: Files, client: pki.IssuedCertif
     tblk_profile = assert_profile_holds(config.read_bytes(), client)
     assert tblk_profile.first("log") is None
     with zipfile.ZipFile(bundle_zip) as archive:
-        assert {n.split("/")[0] for n in archive.namelist()} == {"alice.tblk"}
+        assert {n.split("/")[0] for n in archive.namelist()} == {"alice-mac.tblk"}
     assert "Next:" in result.stdout
     assert "private channel" in result.stdout
 
@@ -194,16 +194,19 @@ def test_generate_with_warnings_still_writes(
     assert len(warnings) == 1
     assert "EC key" in warnings[0]
     assert str(files.cert) in warnings[0]
-    assert_profile_holds((files.out / "alice" / "ios" / "alice.ovpn").read_bytes(), ec_client)
+    assert_profile_holds(
+        (files.out / "alice" / "ios" / "alice-iphone.ovpn").read_bytes(), ec_client
+    )
 
 
 def test_generate_openvpn_target_and_default_name_from_cn(files: Files) -> None:
     args = [a for a in generate_args(files, "-t", "openvpn") if a not in ("--name", "alice")]
     result = run(*args)
     assert result.exit_code == 0, result.stderr
-    written = files.out / "alice@contoso.com" / "openvpn" / "alice@contoso.com.ovpn"
+    written = files.out / "alice@contoso.com" / "openvpn" / "alice@contoso.com-linux-windows.ovpn"
     assert written.is_file()
-    assert tree(files.out / "alice@contoso.com") == [written.parent, written]
+    user = files.out / "alice@contoso.com"
+    assert tree(user) == [user / "INSTALL.html", written.parent, written]
 
 
 # --- exit 2: bad input --------------------------------------------------------------------------
@@ -336,10 +339,10 @@ def test_dry_run_prints_the_plan_and_writes_nothing(files: Files) -> None:
     assert not files.out.exists()
     user = files.out / "alice"
     for rel in (
-        "tunnelblick/alice.tblk/Contents/Resources/config.ovpn",
-        "tunnelblick/alice.tblk/Contents/Info.plist",
-        "tunnelblick/alice.tblk.zip",
-        "ios/alice.ovpn",
+        "tunnelblick/alice-mac.tblk/Contents/Resources/config.ovpn",
+        "tunnelblick/alice-mac.tblk/Contents/Info.plist",
+        "tunnelblick/alice-mac.tblk.zip",
+        "ios/alice-iphone.ovpn",
     ):
         assert f"would write {user / rel} (0600)" in result.stdout
     assert "wrote " not in result.stdout
@@ -377,8 +380,20 @@ def test_json_report_matches_the_written_files(
             assert entry["mode"] == "0600"
             assert mode(path) == 0o600
             assert entry["bytes"] == path.stat().st_size
-    assert set(listed) == {p for p in tree(files.out) if p.is_file()}
+    guide = files.out / user["guide"]
+    assert guide == files.out / "alice" / "INSTALL.html" and guide.is_file()
+    assert set(listed) | {guide} == {p for p in tree(files.out) if p.is_file()}
     assert [t["target"] for t in user["targets"]] == ["tunnelblick", "ios", "openvpn"]
+    # what to send: one file per platform, named for it, then the guide; all written
+    assert [(s["platform"], s["path"]) for s in user["send"]] == [
+        ("Mac", "alice/tunnelblick/alice-mac.tblk.zip"),
+        ("iPhone", "alice/ios/alice-iphone.ovpn"),
+        ("Linux/Windows", "alice/openvpn/alice-linux-windows.ovpn"),
+        ("all", "alice/INSTALL.html"),
+    ]
+    assert {t["send"] for t in user["targets"]} == {s["path"] for s in user["send"][:-1]}
+    sent = [Path(s["path"]).name for s in user["send"]]
+    assert len(set(sent)) == len(sent)  # no two differ only by folder
     # edits: per target, with line, directive, action, reason
     edits = {t["target"]: t["edits"] for t in user["targets"]}
     ios_edits = {(e["action"], e["directive"]) for e in edits["ios"]}
@@ -439,9 +454,9 @@ def test_check_stock_azure_profile_for_ios_exits_5(tmp_path: Path, gateway: Samp
 @pytest.mark.parametrize(
     ("target", "rel"),
     [
-        ("ios", "ios/alice.ovpn"),
-        ("tunnelblick", "tunnelblick/alice.tblk/Contents/Resources/config.ovpn"),
-        ("openvpn", "openvpn/alice.ovpn"),
+        ("ios", "ios/alice-iphone.ovpn"),
+        ("tunnelblick", "tunnelblick/alice-mac.tblk/Contents/Resources/config.ovpn"),
+        ("openvpn", "openvpn/alice-linux-windows.ovpn"),
     ],
 )
 def test_check_generated_profile_is_clean(files: Files, target: str, rel: str) -> None:
@@ -459,7 +474,7 @@ def test_check_generated_profile_is_clean(files: Files, target: str, rel: str) -
 def test_check_finds_a_swapped_key(files: Files, tmp_path: Path) -> None:
     """Negative control for the clean check: the same profile with someone else's key."""
     assert run(*generate_args(files, "-t", "openvpn")).exit_code == 0
-    profile = files.out / "alice" / "openvpn" / "alice.ovpn"
+    profile = files.out / "alice" / "openvpn" / "alice-linux-windows.ovpn"
     text = profile.read_text()
     start, end = text.index("<key>\n") + 6, text.index("</key>")
     other = pki.generate_key("ec256").private_bytes(*_pkcs8_plain()).decode()
@@ -670,7 +685,7 @@ def _scenarios(
         right,
         0,
     )
-    profile = f.out / "alice" / "ios" / "alice.ovpn"
+    profile = f.out / "alice" / "ios" / "alice-iphone.ovpn"
     yield "check-generated", ["check", profile, "--target", "ios"], {}, 0
     yield "check-generated-json", ["check", profile, "--target", "ios", "--json"], {}, 0
     yield "inspect-json", ["inspect", f.package, "--json"], {}, 0
@@ -690,7 +705,7 @@ def test_no_secret_in_any_output(leak_setup: tuple[Files, Secrets, dict[str, Pat
             assert passphrase not in output, f"{name}: a passphrase in the output"
         seen.append(name)
     # the profiles really hold the key: the scan above would have caught a printed profile
-    written = (files.out / "alice" / "ios" / "alice.ovpn").read_text()
+    written = (files.out / "alice" / "ios" / "alice-iphone.ovpn").read_text()
     assert "PRIVATE KEY" in written
     assert len(seen) == 21
 
@@ -811,7 +826,7 @@ def test_hidden_prompt_on_a_terminal(files: Files, client: pki.IssuedCertificate
     assert PASSPHRASE.encode() not in echoed
     assert process.returncode == 0, stderr
     assert PASSPHRASE.encode() not in stdout + stderr
-    assert_profile_holds((files.out / "alice" / "ios" / "alice.ovpn").read_bytes(), client)
+    assert_profile_holds((files.out / "alice" / "ios" / "alice-iphone.ovpn").read_bytes(), client)
 
 
 def test_loading_the_cli_imports_no_heavy_module() -> None:

@@ -197,7 +197,7 @@ def test_issue_errors(cli_ca: Path) -> None:
     assert stray.exit_code == 2 and "without --pfx" in stray.stderr
 
     bad = issue(cli_ca, "../carol")
-    assert bad.exit_code == 2 and "certificate name '../carol'" in bad.stderr
+    assert bad.exit_code == 2 and "--name '../carol'" in bad.stderr
 
     missing = issue(cli_ca.parent / "nope", "carol")
     assert missing.exit_code == 2 and "no such CA folder" in missing.stderr

@@ -723,7 +723,7 @@ ERROR_CASES = [
     ErrorCase(
         "key-is-a-certificate",
         _files(key=lambda e: e.pki.client.cert_pem, named="key"),
-        "no PEM private key",
+        "holds a certificate, not a private key",
     ),
     ErrorCase(
         "cert-too-large",

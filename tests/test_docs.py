@@ -17,8 +17,11 @@ from toolkit.errors import ExitCode
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 CLI_REFERENCE = ROOT / "docs" / "reference" / "cli.md"
-DEMO_COMMAND = "python3 -m pip install . && ovpn-toolkit demo"
-TEST_COMMAND = "python3 -m pip install -e '.[test]' && python3 -m pytest"
+# the first makes the venv the second runs in (a system Python may refuse pip install)
+DEMO_COMMAND = (
+    "python3 -m venv .venv && . .venv/bin/activate && python -m pip install . && ovpn-toolkit demo"
+)
+TEST_COMMAND = "python -m pip install -e '.[test]' && python -m pytest"
 MARKDOWN = sorted([README, ROOT / "CHANGELOG.md", *(ROOT / "docs").rglob("*.md")])
 
 FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.M | re.S)

@@ -71,7 +71,7 @@ def test_vendor_config_is_the_ios_profile(package_zip: Path, client_files: Clien
     _, _, vpn = _payloads(_file(plan, ".mobileconfig"))
     vendor: dict[str, str] = vpn["VendorConfig"]
     assert vendor.pop("vpn-on-demand") == "0"
-    ios = Profile.parse(_file(plan, "ios/alice.ovpn"))
+    ios = Profile.parse(_file(plan, "ios/alice-iphone.ovpn"))
     expected_directives = [(d.name, d.args) for d in ios.directives()]
     expected_blocks = {
         b.name: [line.strip() for line in b.body]

@@ -67,7 +67,7 @@ def test_check_name_rejects(name: str, fragment: str) -> None:
     assert fragment in info.value.message
     assert info.value.message.startswith("--name ")
     assert info.value.hint is not None
-    assert "letters, digits" in info.value.hint
+    assert "letters A-Z, digits" in info.value.hint
 
 
 @pytest.mark.parametrize(
@@ -104,8 +104,8 @@ def test_accepted_names_stay_inside_the_output_folder(name: str) -> None:
     output = Path("/srv/profiles").resolve()
     for path in (
         output / name,
-        output / name / "tunnelblick" / f"{name}.tblk",
-        output / name / "ios" / f"{name}.ovpn",
+        output / name / "tunnelblick" / f"{name}-mac.tblk",
+        output / name / "ios" / f"{name}-iphone.ovpn",
     ):
         resolved = path.resolve()
         assert resolved.is_relative_to(output)
@@ -179,10 +179,12 @@ def test_bundle_version_increases_with_time() -> None:
 def make_plans(tag: str = "v1") -> list[PlannedFile]:
     """Two target folders, like tunnelblick (nested folders) and ios."""
     return [
-        PlannedFile("tunnelblick/alice.tblk/Contents/Resources/config.ovpn", f"cfg {tag}".encode()),
-        PlannedFile("tunnelblick/alice.tblk/Contents/Info.plist", f"plist {tag}".encode()),
-        PlannedFile("tunnelblick/alice.tblk.zip", f"zip {tag}".encode()),
-        PlannedFile("ios/alice.ovpn", f"ios {tag}".encode()),
+        PlannedFile(
+            "tunnelblick/alice-mac.tblk/Contents/Resources/config.ovpn", f"cfg {tag}".encode()
+        ),
+        PlannedFile("tunnelblick/alice-mac.tblk/Contents/Info.plist", f"plist {tag}".encode()),
+        PlannedFile("tunnelblick/alice-mac.tblk.zip", f"zip {tag}".encode()),
+        PlannedFile("ios/alice-iphone.ovpn", f"ios {tag}".encode()),
     ]
 
 
@@ -220,7 +222,7 @@ def test_writes_private_modes(tmp_path: Path, open_umask: None) -> None:
     assert {k for k, v in tree.items() if v[0] == "file"} == {f.path for f in plans}
     for rel, (kind, _data, mode) in tree.items():
         assert mode == (0o700 if kind == "dir" else 0o600), rel
-    assert tree["tunnelblick/alice.tblk/Contents/Info.plist"][1] == b"plist v1"
+    assert tree["tunnelblick/alice-mac.tblk/Contents/Info.plist"][1] == b"plist v1"
     # no staging leftovers
     assert not [p for p in user_dir.iterdir() if p.name.startswith(".")]
     # the digests the plan reports (manifest, --json) match what is on disk
@@ -266,8 +268,8 @@ def test_force_replaces_and_removes_stale_files(tmp_path: Path, open_umask: None
     tree = snapshot(output / "alice")
     assert not stale.exists()
     assert not (output / "alice" / "tunnelblick" / "old.tblk").exists()
-    assert tree["ios/alice.ovpn"][1] == b"ios v2"
-    assert tree["tunnelblick/alice.tblk.zip"][1] == b"zip v2"
+    assert tree["ios/alice-iphone.ovpn"][1] == b"ios v2"
+    assert tree["tunnelblick/alice-mac.tblk.zip"][1] == b"zip v2"
     assert unrelated.read_bytes() == b"mine"
     for rel, (kind, _data, mode) in tree.items():
         if rel != "README.txt":

@@ -304,21 +304,21 @@ def test_tunnelblick_bundle_and_zip(
     assert tplan.folder == "tunnelblick"
     paths = sorted(f.path for f in tplan.files)
     assert paths == [
-        "tunnelblick/alice.tblk.zip",
-        "tunnelblick/alice.tblk/Contents/Info.plist",
-        "tunnelblick/alice.tblk/Contents/Resources/config.ovpn",
+        "tunnelblick/alice-mac.tblk.zip",
+        "tunnelblick/alice-mac.tblk/Contents/Info.plist",
+        "tunnelblick/alice-mac.tblk/Contents/Resources/config.ovpn",
     ]
     assert all(f.mode == 0o600 for f in tplan.files)
 
     with zipfile.ZipFile(io.BytesIO(file_data(tplan, ".tblk.zip"))) as archive:
         assert archive.testzip() is None
         names = archive.namelist()
-        assert {n.split("/")[0] for n in names} == {"alice.tblk"}
-        assert "alice.tblk/" in names
+        assert {n.split("/")[0] for n in names} == {"alice-mac.tblk"}
+        assert "alice-mac.tblk/" in names
         files = sorted(n for n in names if not n.endswith("/"))
         assert files == [
-            "alice.tblk/Contents/Info.plist",
-            "alice.tblk/Contents/Resources/config.ovpn",
+            "alice-mac.tblk/Contents/Info.plist",
+            "alice-mac.tblk/Contents/Resources/config.ovpn",
         ]
         for name in files:
             planned = f"tunnelblick/{name}"
@@ -343,7 +343,7 @@ def test_ios_removes_fatal_options_and_unquotes_verify_name(
     gw = variant(gateway, extra_directives=IOS_EXTRA)
     user_plan = plan(gw, tmp_path, creds, "ios", display_name="Alice @ Contoso")
     tplan = target_plan(user_plan, "ios")
-    assert [f.path for f in tplan.files] == ["ios/alice.ovpn"]
+    assert [f.path for f in tplan.files] == ["ios/alice-iphone.ovpn"]
     data = file_data(tplan, ".ovpn")
     out = Profile.parse(data)
 
@@ -452,7 +452,7 @@ def test_openvpn_is_azure_profile_with_credentials(
     gateway: SampleGateway, tmp_path: Path, creds: ClientCredentials
 ) -> None:
     tplan = target_plan(plan(gateway, tmp_path, creds, "openvpn"), "openvpn")
-    assert [f.path for f in tplan.files] == ["openvpn/alice.ovpn"]
+    assert [f.path for f in tplan.files] == ["openvpn/alice-linux-windows.ovpn"]
     out = profile_of(tplan)
     template = Profile.parse(gateway.profile_text())
     assert items_except_credentials(out) == items_except_credentials(template)

@@ -40,9 +40,9 @@ def bundle_dir(tmp_path: Path, package_zip: Path, client_files: ClientFiles) -> 
 
 
 def test_generated_bundle_and_zip_are_clean(bundle_dir: Path) -> None:
-    for path in (bundle_dir / "alice.tblk", bundle_dir / "alice.tblk.zip"):
+    for path in (bundle_dir / "alice-mac.tblk", bundle_dir / "alice-mac.tblk.zip"):
         bundle = read_bundle(path)
-        assert bundle.name == "alice.tblk"
+        assert bundle.name == "alice-mac.tblk"
         assert sorted(bundle.files) == ["Contents/Info.plist", "Contents/Resources/config.ovpn"]
         assert check_bundle(bundle) == []
         result = CliRunner().invoke(app, ["check", str(path), "-t", "tunnelblick"])
@@ -51,8 +51,8 @@ def test_generated_bundle_and_zip_are_clean(bundle_dir: Path) -> None:
 
 
 def test_extra_file_and_unknown_plist_key_are_errors(bundle_dir: Path, tmp_path: Path) -> None:
-    copy = tmp_path / "copy" / "alice.tblk"
-    shutil.copytree(bundle_dir / "alice.tblk", copy)
+    copy = tmp_path / "copy" / "alice-mac.tblk"
+    shutil.copytree(bundle_dir / "alice-mac.tblk", copy)
     (copy / "Contents/Resources/README.txt").write_text("hello")
     plist = copy / "Contents/Info.plist"
     plist.write_text(
@@ -91,7 +91,7 @@ def test_zip_with_two_top_folders_is_refused(tmp_path: Path) -> None:
 
 
 def test_bundle_needs_tunnelblick_target(bundle_dir: Path) -> None:
-    result = CliRunner().invoke(app, ["check", str(bundle_dir / "alice.tblk"), "-t", "ios"])
+    result = CliRunner().invoke(app, ["check", str(bundle_dir / "alice-mac.tblk"), "-t", "ios"])
     assert result.exit_code == ExitCode.INPUT
     assert "--target tunnelblick" in result.stderr
 

@@ -252,7 +252,7 @@ def test_unknown_targets(folder: Path) -> None:
         ("../evil", "contains '/'"),
         ("con", "reserved device name"),
         ("a..b", "contains '..'"),
-        ("-alice", "has characters other than"),
+        ("-alice", "may hold only the letters A-Z"),
         ("x" * 65, "longer than 64"),
     ],
     ids=["traversal", "windows-device", "dotdot", "leading-dash", "too-long"],

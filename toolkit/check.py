@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
+from toolkit.contents import content_problems
 from toolkit.credentials import load_certificates, load_private_key
 from toolkit.errors import CredentialsError, PassphraseRequiredError
 from toolkit.fill import find_placeholders
@@ -52,6 +53,7 @@ def check_profile(
                 line=line,
             )
         )
+    findings.extend(problem.finding() for problem in content_problems(profile))
     for name in ("ca", "tls-auth"):
         if profile.block(name) is None and profile.first(name) is None:
             findings.append(Finding("error", "missing-block", f"no <{name}> block"))

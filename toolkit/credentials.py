@@ -8,6 +8,7 @@ for an output. Nothing here ever puts key material or a passphrase in a message.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.utils import CryptographyDeprecationWarning
 
 from toolkit.errors import (
     CredentialsError,
@@ -110,18 +112,56 @@ def _read(path: Path, what: str, contents: Mapping[Path, bytes] | None = None) -
     return data
 
 
+def _parse_certificates(data: bytes, label: str) -> list[x509.Certificate]:
+    """PEM bundle or one DER certificate; cryptography's warnings about certificates that
+    break RFC 5280 (a negative or zero serial) become errors here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CryptographyDeprecationWarning)
+        try:
+            if PEM_CERT_BEGIN in data:
+                return x509.load_pem_x509_certificates(data)
+            return [x509.load_der_x509_certificate(data)]
+        except x509.InvalidVersion as exc:
+            raise CredentialsError(
+                f"{label}: a certificate in it has an invalid X.509 version",
+                hint="the file is damaged; export the certificate again",
+            ) from exc
+        except CryptographyDeprecationWarning as exc:
+            raise CredentialsError(
+                f"{label}: a certificate in it has a negative or zero serial number, which "
+                "RFC 5280 forbids",
+                hint="issue a new certificate (ovpn-toolkit ca issue); clients refuse this one",
+            ) from exc
+
+
 def load_certificates(data: bytes, label: str) -> list[x509.Certificate]:
     """Every certificate in a PEM bundle, or the one certificate of a DER file."""
     if PEM_CERT_BEGIN in data:
         try:
-            return x509.load_pem_x509_certificates(data)
+            return _parse_certificates(data, label)
         except ValueError as exc:
             raise CredentialsError(
                 f"{label}: a PEM certificate in it cannot be parsed",
                 hint="the file is damaged; export the certificate again",
             ) from exc
+    if b"PRIVATE KEY-----" in data:
+        raise CredentialsError(
+            f"{label}: holds a private key but no certificate",
+            hint="this file holds a private key; are --cert and --key swapped?",
+        )
+    if _looks_like_pkcs12(data):
+        raise CredentialsError(
+            f"{label}: is a PKCS#12 (.pfx/.p12) file, not a certificate",
+            hint="pass it with --pfx FILE (and its password with --passphrase-env or "
+            "--passphrase-file) instead of --cert",
+        )
+    if b"-----BEGIN PUBLIC KEY-----" in data or b"-----BEGIN RSA PUBLIC KEY-----" in data:
+        raise CredentialsError(
+            f"{label}: holds a public key, not a certificate",
+            hint="pass the client certificate (-----BEGIN CERTIFICATE-----) exported with it",
+        )
     try:
-        return [x509.load_der_x509_certificate(data)]
+        return _parse_certificates(data, label)
     except ValueError as exc:
         raise CredentialsError(
             f"{label}: no certificate in it (neither PEM nor DER)",
@@ -170,6 +210,23 @@ def load_private_key(
     :func:`load_pem_credentials`, then ``validation.validate_credentials``). Never for the CA's
     own key, which signs certificates (``docs/performance.md``)."""
     if b"PRIVATE KEY-----" not in data:
+        if PEM_CERT_BEGIN in data:
+            raise CredentialsError(
+                f"{label}: holds a certificate, not a private key",
+                hint="this file holds a certificate; are --cert and --key swapped?",
+            )
+        if b"PUBLIC KEY-----" in data:
+            raise CredentialsError(
+                f"{label}: holds a public key, not the private key",
+                hint="pass the private key (-----BEGIN PRIVATE KEY-----) that belongs to the "
+                "certificate; a public key cannot sign",
+            )
+        if data[:1] == b"\x30":
+            raise CredentialsError(
+                f"{label}: holds binary (DER) data, not a PEM private key",
+                hint="convert it: openssl pkey -inform DER -in KEY.der -out KEY.pem, or use "
+                "--pfx for a .pfx/.p12 file",
+            )
         raise CredentialsError(
             f"{label}: no PEM private key in it",
             hint="pass the key as PEM (-----BEGIN PRIVATE KEY-----) or use --pfx",
@@ -272,6 +329,13 @@ def load_pem_credentials(
     cert_data = _read(cert_path, "certificate", contents)
     certs = load_certificates(cert_data, str(cert_path))
     leaf = certs[0]
+    leaves = [c for c in certs if not _is_ca(c)]
+    if len(leaves) > 1:
+        raise CredentialsError(
+            f"{cert_path}: holds {len(leaves)} client certificates; one is expected",
+            hint="pass each user's certificate in its own file (intermediates may follow it, "
+            "or go in --chain)",
+        )
     if key_path is None:
         if b"PRIVATE KEY-----" not in cert_data:
             raise CredentialsError(
@@ -287,6 +351,13 @@ def load_pem_credentials(
         extras.extend(load_certificates(_read(path, "chain", contents), str(path)))
     chain, _roots = _order_chain(leaf, extras)
     return ClientCredentials(leaf, key, tuple(chain), str(cert_path), str(key_path))
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return cert.issuer == cert.subject
 
 
 def load_pfx_credentials(
@@ -336,7 +407,7 @@ def load_pfx_credentials(
             hint="export the certificate again with its private key from certmgr (.pfx)",
         )
     if loaded.cert is None or loaded.key is None:
-        missing = "certificate" if loaded.cert is None else "private key"
+        missing = "private key" if loaded.key is None else "certificate"
         raise CredentialsError(
             f"{label}: the PKCS#12 file holds no {missing}",
             hint="export again and choose 'Yes, export the private key'",

@@ -35,6 +35,7 @@ package: DEMO-VNet1GW.zip
 output: profiles
 targets: [tunnelblick, ios]
 roots: [pki/root.pem]
+contact: Contoso IT desk, it@contoso.example (DEMO)
 ca: {dir: pki, passphrase_file: secrets/ca.pass}
 defaults: {days: 365, key_type: rsa2048, warn_days: 30}
 users:

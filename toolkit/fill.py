@@ -21,19 +21,41 @@ from toolkit.profile import Block, Profile
 Dialect = Literal["classic", "chain", "empty", "filled"]
 PLACEHOLDER = re.compile(r"\$[A-Z][A-Z0-9_]*")
 CHAIN_TOKENS = ("$CLIENT_CERTIFICATE", "$INTERMEDIATE_CERTIFICATE", "$ROOT_CERTIFICATE")
+CLASSIC_TOKENS = ("$CLIENTCERTIFICATE", "$PRIVATEKEY")
+AZURE_TOKENS = frozenset((*CHAIN_TOKENS, *CLASSIC_TOKENS))
+# any template variable: $NAME, ${name}, __NAME__ (other tools' templates)
+TEMPLATE_VARIABLE = re.compile(
+    r"\$\{[A-Za-z_][A-Za-z0-9_.-]*\}|\$[A-Za-z_][A-Za-z0-9_]*|__[A-Za-z][A-Za-z0-9_]*__"
+)
+# PEM armour lines around a placeholder: -----BEGIN CERTIFICATE----- / -----END ...-----
+_ARMOUR = re.compile(r"^\s*-----(BEGIN|END) [A-Z0-9 ]+-----\s*$")
+# Microsoft's documentation writes "$INTERMEDIATE_CERTIFICATE (optional)"
+_ANNOTATION = re.compile(r"\((?:optional|if any)\)", re.IGNORECASE)
+FOREIGN_MESSAGE = "template variable {token} is not an Azure placeholder"
+FOREIGN_HINT = (
+    "this file is another tool's template: fill it with that tool first, or use the "
+    "vpnconfig.ovpn from the Azure VPN client package"
+)
 
 
 def _block_state(block: Block) -> Dialect | None:
+    """What a ``<cert>``/``<key>`` block holds. Placeholders count bare or wrapped in PEM
+    armour (``-----BEGIN CERTIFICATE-----`` / ``$CLIENTCERTIFICATE`` / ``-----END ...``)."""
     text = "\n".join(block.body)
     if not text.strip():
         return "empty"
-    if "-----BEGIN" in text:
-        return "filled"
+    inner = [
+        _ANNOTATION.sub("", line).strip()
+        for line in block.body
+        if line.strip() and not _ARMOUR.match(line)
+    ]
     tokens = PLACEHOLDER.findall(text)
-    if any(t in CHAIN_TOKENS for t in tokens):
-        return "chain"
-    if tokens:
-        return "classic"
+    if not inner and "-----BEGIN" in text:
+        return "empty"  # armour with nothing inside
+    if tokens and all(t in AZURE_TOKENS for t in inner):
+        return "chain" if any(t in CHAIN_TOKENS for t in tokens) else "classic"
+    if "-----BEGIN" in text and not TEMPLATE_VARIABLE.search(text):
+        return "filled"
     return None
 
 
@@ -42,6 +64,7 @@ def placeholder_dialect(profile: Profile) -> Dialect:
     block = profile.block("cert")
     if block is None:
         raise ProfileError(f"{profile.source}: no <cert> block", hint="not an Azure P2S profile")
+    _raise_for_foreign(profile)
     state = _block_state(block)
     if state is None:
         raise ProfileError(
@@ -130,18 +153,44 @@ def fill_credentials(
     return edits
 
 
-def find_placeholders(profile: Profile) -> list[tuple[int, str]]:
-    """``(line, token)`` for every ``$PLACEHOLDER`` outside comments in the profile.
+def _raise_for_foreign(profile: Profile) -> None:
+    foreign = foreign_placeholders(profile)
+    if foreign:
+        line, token = foreign[0]
+        raise ProfileError(
+            f"{profile.source} line {line}: {FOREIGN_MESSAGE.format(token=token)}", FOREIGN_HINT
+        )
 
-    Lines are those of the parsed input (items keep them through edits; 0 for added items),
-    so an error points at the line the admin sees in Azure's file."""
+
+def _variables(profile: Profile) -> list[tuple[int, str]]:
+    """``(line, token)`` for every template variable outside comments, in line order."""
     found: list[tuple[int, str]] = []
     for item in profile.items:
         for offset, raw in enumerate(item.raw_lines):
             stripped = raw.strip()
             if stripped.startswith(("#", ";")):
                 continue
-            match = PLACEHOLDER.search(raw)
-            if match:
+            for match in TEMPLATE_VARIABLE.finditer(raw):
                 found.append((item.line + offset if item.line else 0, match.group(0)))
     return found
+
+
+def foreign_placeholders(profile: Profile) -> list[tuple[int, str]]:
+    """Template variables that are not Azure's placeholders (or sit outside <cert>/<key>)."""
+    allowed: set[int] = set()
+    for name in ("cert", "key"):
+        for block in profile.blocks(name):
+            allowed.update(range(block.line, block.line + len(block.raw_lines)))
+    return [
+        (line, token)
+        for line, token in _variables(profile)
+        if token not in AZURE_TOKENS or (line and line not in allowed)
+    ]
+
+
+def find_placeholders(profile: Profile) -> list[tuple[int, str]]:
+    """``(line, token)`` for every placeholder or template variable outside comments.
+
+    Lines are those of the parsed input (items keep them through edits; 0 for added items),
+    so an error points at the line the admin sees in Azure's file."""
+    return _variables(profile)

@@ -6,14 +6,32 @@ template); it names the files to send and holds no secret.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from pathlib import PurePosixPath
 
+from toolkit.errors import UsageError
 from toolkit.output import PlannedFile
 from toolkit.templating import render
 from toolkit.validation import CertificateSummary
 
 GUIDE_FILE = "INSTALL.html"
+MAX_CONTACT = 200
+
+
+def check_contact(text: str, what: str = "--contact") -> str:
+    """The administrator contact shown in the guide: one line of at most 200 characters."""
+    text = text.strip()
+    if (
+        not text
+        or len(text) > MAX_CONTACT
+        or any(unicodedata.category(c).startswith("C") for c in text)
+    ):
+        raise UsageError(
+            f"{what} must be one line of 1 to {MAX_CONTACT} characters",
+            hint="e.g. --contact 'IT desk, it@contoso.com, +41 44 000 00 00'",
+        )
+    return text
 
 
 def render_guide(
@@ -24,6 +42,8 @@ def render_guide(
     certificate: CertificateSummary,
     deliverables: Mapping[str, PlannedFile],
     key_protected: bool,
+    contact: str | None = None,
+    openvpn_log: str | None = None,
 ) -> PlannedFile:
     """The guide for one user; ``deliverables`` maps each target to the file sent for it."""
 
@@ -43,5 +63,7 @@ def render_guide(
         ios_profile=file_of("ios"),
         openvpn_profile=file_of("openvpn"),
         key_protected=key_protected,
+        contact=contact or "",
+        openvpn_log=openvpn_log or "",
     )
     return PlannedFile(GUIDE_FILE, html.encode("utf-8"))

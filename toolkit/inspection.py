@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.credentials import load_certificates
-from toolkit.errors import CredentialsError, ToolkitError
+from toolkit.contents import ca_certificates
+from toolkit.errors import ToolkitError
 from toolkit.fill import placeholder_dialect
 from toolkit.package import AzurePackage
 from toolkit.plan import default_display_name, gateway_id, preview_target
@@ -26,18 +26,19 @@ def inspect_package(package: AzurePackage, name: str = "user") -> dict[str, Any]
     profile = package.profile()
     remote = profile.first("remote")
     ca_info: dict[str, Any] | None = None
-    ca_block = profile.block("ca")
-    if ca_block is not None:
-        try:
-            certs = load_certificates(ca_block.content.encode("ascii", "replace"), "<ca>")
-            ca_info = {
-                "subject": CertificateSummary.of(certs[0]).subject,
-                "not_after": certs[0].not_valid_after_utc.isoformat(),
-                "fingerprint_sha256": CertificateSummary.of(certs[0]).fingerprint_sha256,
-                "certificates": len(certs),
-            }
-        except CredentialsError:
-            ca_info = {"error": "the <ca> block holds no readable certificate"}
+    if profile.block("ca") is not None:
+        # load_package has checked <ca> (toolkit/contents.py): at least one certificate parses
+        certs = ca_certificates(profile)
+        summaries = [CertificateSummary.of(c) for c in certs]
+        ca_info = {
+            "subject": summaries[0].subject,
+            "not_after": summaries[0].not_after.isoformat(),
+            "fingerprint_sha256": summaries[0].fingerprint_sha256,
+            "certificates": len(certs),
+            "all": [
+                {"subject": s.subject, "not_after": s.not_after.isoformat()} for s in summaries
+            ],
+        }
     ctx = TargetContext(
         name=name,
         display_name=default_display_name(name, package),

@@ -27,13 +27,33 @@ _WINDOWS_RESERVED = {
     *(f"lpt{i}" for i in range(10)),
 }
 NAME_HINT = (
-    "use 1-64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit "
+    "use 1-64 letters A-Z, digits, '.', '_', '-' or '@', starting with a letter or digit "
     "(e.g. alice or alice@contoso.com)"
 )
+DISPLAY_NAME_NOTE = "the person's real name, accents and spaces included, goes in the display name"
+
+
+def suggest_name(text: str) -> str:
+    """A file name for free text such as a person's name: accents dropped, lower case,
+    spaces to '.' (``José García`` -> ``jose.garcia``); passes :func:`check_name`."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    dotted = re.sub(r"\s+", ".", ascii_text.strip().lower())
+    return sanitize_name(dotted)
+
+
+def _outside_ascii(name: str) -> str:
+    """The characters of ``name`` a file name may not hold, in order, each once."""
+    seen: list[str] = []
+    for c in name:
+        if not (c.isascii() and (c.isalnum() or c in "._-@")) and c not in seen:
+            seen.append(c)
+    return ", ".join(repr(c) for c in seen)
 
 
 def check_name(name: str, what: str = "--name") -> str:
-    """``name`` unchanged if it is a safe file and .tblk bundle name, else a UsageError."""
+    """``name`` unchanged if it is a safe file and .tblk bundle name, else a UsageError whose
+    hint suggests one (the same wording in every command: ``generate --name``, the batch's
+    ``name:``, ``ca issue --name``)."""
     problem = None
     if not name:
         problem = "is empty"
@@ -49,12 +69,37 @@ def check_name(name: str, what: str = "--name") -> str:
     elif ".." in name or name.endswith("."):
         problem = "contains '..' or ends with '.'"
     elif not _NAME.match(name):
-        problem = "has characters other than letters, digits, '.', '_', '-', '@'"
+        bad = _outside_ascii(name)
+        problem = (
+            "is used as a file name and may hold only the letters A-Z, digits, '.', '_', '-' "
+            "and '@', starting with a letter or digit"
+        ) + (f" (not {bad})" if bad else "")
     elif name.split(".")[0].lower() in _WINDOWS_RESERVED:
         problem = "is a reserved device name on Windows"
     if problem:
-        raise UsageError(f"{what} {name!r} {problem}", hint=NAME_HINT)
+        suggestion = suggest_name(name) if name.strip() else ""
+        if suggestion and suggestion != name and _is_valid(suggestion):
+            hint = (
+                f"use {suggestion!r} as the {_short(what)} (letters A-Z, digits, '.', '_', '-', "
+                f"'@'); {DISPLAY_NAME_NOTE}"
+            )
+        else:
+            hint = NAME_HINT
+        raise UsageError(f"{what} {name!r} {problem}", hint=hint)
     return name
+
+
+def _is_valid(name: str) -> bool:
+    try:
+        check_name(name)
+    except UsageError:
+        return False
+    return True
+
+
+def _short(what: str) -> str:
+    """``users.yaml line 3: name`` -> ``name``: the option or key the hint talks about."""
+    return what.rsplit(": ", 1)[-1]
 
 
 def sanitize_name(text: str) -> str:

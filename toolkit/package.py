@@ -16,7 +16,9 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 from xml.parsers import expat
 
-from toolkit.errors import PackageError, ProfileError
+from toolkit.contents import COPIED_HINT, content_problems
+from toolkit.errors import PackageError, ProfileError, UsageError
+from toolkit.fill import FOREIGN_HINT, FOREIGN_MESSAGE, foreign_placeholders
 from toolkit.profile import Profile, normalize_text
 
 MAX_PROFILE_BYTES = 1024 * 1024
@@ -83,6 +85,25 @@ def _safe_parts(name: str) -> tuple[str, ...] | None:
     return parts
 
 
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    """A Unix symbolic link stored in the zip (mode S_IFLNK in the external attributes)."""
+    return (info.external_attr >> 16) & 0o170000 == 0o120000
+
+
+def check_output_location(package: AzurePackage, output: Path) -> None:
+    """Refuse an output folder inside an extracted package folder: the profiles (with keys)
+    would mix with Azure's files, and the next load could find them."""
+    if package.kind != "folder":
+        return
+    source = Path(package.source).resolve()
+    target = output.resolve()
+    if target == source or source in target.parents:
+        raise UsageError(
+            f"{output}: the output folder is inside the package folder {package.source}",
+            hint="write the profiles elsewhere, e.g. --output profiles next to the package",
+        )
+
+
 def _matches(parts: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
     """``wanted`` at the top, or nested under exactly one top folder (a re-zipped download)."""
     lowered = tuple(p.lower() for p in parts)
@@ -107,6 +128,45 @@ def _check_profile(text: str, label: str) -> None:
                 hint="the profile is incomplete or was edited; download the VPN client package "
                 "from the gateway again",
             )
+    for name in (*REQUIRED_BLOCKS, "tls-crypt"):
+        repeated = list(profile.blocks(name))
+        if len(repeated) > 1:
+            raise PackageError(
+                f"{label} line {repeated[1].line}: a second <{name}> block "
+                f"(the first is at line {repeated[0].line})",
+                hint="the profile was edited by hand; keep one block, or download the VPN client "
+                "package from the gateway again",
+            )
+    if profile.first("client") is None and profile.first("tls-client") is None:
+        raise PackageError(
+            f"{label}: no 'client' directive",
+            hint="this looks like a server configuration, not an Azure P2S client profile; "
+            "download the VPN client package from the gateway again",
+        )
+    if profile.first("remote") is None and profile.block("connection") is None:
+        raise PackageError(
+            f"{label}: no 'remote' directive (the gateway's address)",
+            hint="the profile is incomplete or was edited; download the VPN client package "
+            "from the gateway again",
+        )
+    dev = profile.first("dev")
+    if dev is not None and dev.args and not dev.args[0].startswith("tun"):
+        raise PackageError(
+            f"{label} line {dev.line}: 'dev {dev.args[0]}': Azure P2S gateways use 'dev tun'",
+            hint="this is not an Azure P2S profile (TAP mode is not supported by the gateway "
+            "or by OpenVPN Connect); download the VPN client package from the gateway again",
+        )
+    problems = content_problems(profile)
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise PackageError(f"{label} line {first.line}: {first.message}{more}", hint=COPIED_HINT)
+    foreign = foreign_placeholders(profile)
+    if foreign:
+        line, token = foreign[0]
+        raise PackageError(
+            f"{label} line {line}: {FOREIGN_MESSAGE.format(token=token)}", FOREIGN_HINT
+        )
 
 
 def parse_vpn_settings(data: bytes, label: str) -> VpnSettings:
@@ -186,6 +246,14 @@ def _load_zip(path: Path) -> AzurePackage:
         for info in infos:
             parts = _safe_parts(info.filename)
             if parts and not info.is_dir():
+                if _is_symlink(info):
+                    if _matches(parts, PROFILE_PATH):
+                        raise PackageError(
+                            f"{label}: {info.filename} is a symbolic link, not a file",
+                            hint="Azure's packages hold plain files; download the VPN client "
+                            "package from the portal again",
+                        )
+                    continue
                 usable.append((parts, info))
         entries = tuple("/".join(p) for p, _ in usable)
         profiles = [(p, i) for p, i in usable if _matches(p, PROFILE_PATH)]

@@ -19,7 +19,7 @@ from cryptography import x509
 from toolkit.credentials import ClientCredentials, load_credentials
 from toolkit.fill import CredentialPem, fill_credentials
 from toolkit.findings import Edit, Finding
-from toolkit.guide import render_guide
+from toolkit.guide import check_contact, render_guide
 from toolkit.names import check_display_name, check_name, sanitize_name
 from toolkit.output import PlannedFile
 from toolkit.package import AzurePackage
@@ -60,6 +60,7 @@ class UserRequest:
     warn_days: int = 30
     key_passphrase: PassphraseSource | bytes | None = field(default=None, repr=False)
     guide: bool = False
+    contact: str | None = None  # the administrator, named in the guide
 
 
 @dataclass
@@ -77,6 +78,10 @@ class UserPlan:
         files = [f for plan in self.targets for f in plan.files]
         return [*files, self.guide] if self.guide else files
 
+    def send(self) -> list[dict[str, str]]:
+        """What the administrator sends, per platform: one file per target, and the guide."""
+        return send_list(self.name, self.targets, self.guide)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -85,6 +90,8 @@ class UserPlan:
             "targets": [
                 {
                     "target": plan.target,
+                    "platform": plan.platform,
+                    "send": f"{self.name}/{plan.deliverable.path}",
                     "files": [
                         {
                             "path": f"{self.name}/{f.path}",
@@ -99,8 +106,31 @@ class UserPlan:
                 for plan in self.targets
             ],
             "guide": None if self.guide is None else f"{self.name}/{self.guide.path}",
+            "send": self.send(),
             "warnings": [w.to_json() for w in self.warnings],
         }
+
+
+def send_list(
+    name: str, targets: Sequence[TargetPlan], guide: PlannedFile | None
+) -> list[dict[str, str]]:
+    """``[{target, platform, path}]``: the one file to send per target (paths under OUTPUT),
+    then the guide (platform ``all``); the manifest and ``--json`` list exactly these."""
+    send = [
+        {"target": t.target, "platform": t.platform, "path": f"{name}/{t.deliverable.path}"}
+        for t in targets
+    ]
+    if guide is not None:
+        send.append({"target": "guide", "platform": "all", "path": f"{name}/{guide.path}"})
+    return send
+
+
+def openvpn_log(profile: Profile) -> str | None:
+    """The file OpenVPN 2.x writes its messages to when the profile says so (Azure: ``log``)."""
+    for directive in profile.directives():
+        if directive.name in ("log", "log-append") and directive.args:
+            return PurePath(directive.args[0]).name
+    return None
 
 
 def gateway_id(profile: Profile) -> str:
@@ -180,6 +210,7 @@ def plan_user(
     """Validate everything and build every file for one user; raise on the first error."""
     name = check_name(request.name or default_name(creds))
     display = check_display_name(request.display_name or default_display_name(name, package))
+    contact = check_contact(request.contact) if request.contact is not None else None
     targets = get_targets(request.targets)
     findings = validate_credentials(
         creds,
@@ -208,8 +239,10 @@ def plan_user(
         key_passphrase=key_passphrase,
     )
     plans: list[TargetPlan] = []
+    profiles: list[Profile] = []
     for target in targets:
         profile = package.profile()
+        profiles.append(profile)
         edits, target_warnings = target.adapt(profile, ctx)
         edits = fill_credentials(profile, pem, replace=request.replace_credentials) + edits
         edits.sort(key=lambda e: e.line)
@@ -225,5 +258,14 @@ def plan_user(
             certificate=summary,
             deliverables={plan.target: plan.deliverable for plan in plans},
             key_protected=key_passphrase is not None,
+            contact=contact,
+            openvpn_log=next(
+                (
+                    openvpn_log(p)
+                    for t, p in zip(targets, profiles, strict=True)
+                    if t.name == "openvpn"
+                ),
+                None,
+            ),
         )
     return UserPlan(name, display, summary, plans, warnings, guide)

@@ -209,6 +209,14 @@ def validate_certificate(
             f"{label}: Client Authentication is not the first extended key usage of {who}",
             "Microsoft asks for it to be the first entry; reissue if the gateway refuses it",
         )
+    serial_octets = (cert.serial_number.bit_length() + 8) // 8  # DER INTEGER, sign bit included
+    if cert.serial_number <= 0 or serial_octets > 20:
+        error(
+            "bad-serial",
+            f"{label}: certificate {who} has a serial number of {serial_octets} bytes; "
+            "RFC 5280 allows at most 20 (positive)",
+            "issue a new client certificate (ovpn-toolkit ca issue); clients refuse this one",
+        )
     algorithm = cert.signature_hash_algorithm
     if algorithm is not None and algorithm.name in WEAK_HASHES:
         error(

@@ -33,6 +33,25 @@ value on the command line: options named `*-env` take the *name* of an environme
 `*-file` a file holding only the passphrase, on one line (a trailing newline is ignored;
 a second line would count as part of it); without either, `{PROG}` asks at a hidden
 prompt when stdin is a terminal.
+
+Every command takes `--json` (one JSON document on stdout; errors stay text on stderr).
+`-V` / `--version` prints the version. Colours are used only on a terminal, and never with
+`--no-color` (before the command: `{PROG} --no-color batch ...`) or a non-empty `NO_COLOR`
+environment variable ([no-color.org](https://no-color.org)).
+
+## Shell completion
+
+Commands, options and target names complete with Tab in bash, zsh, fish and PowerShell:
+
+```sh
+{PROG} --install-completion        # for the current shell; open a new shell afterwards
+{PROG} --show-completion bash      # print the script instead, to install it yourself
+```
+
+`--install-completion` writes the script to `~/.bash_completions/{PROG}.sh` and sources it
+from `~/.bashrc` (zsh: `~/.zshrc`; fish: `~/.config/fish/completions/{PROG}.fish`). The script
+asks the installed `{PROG}` for the candidates (environment variable
+`_OVPN_TOOLKIT_COMPLETE`), so the console script must be on `PATH` (an active venv, or `pipx`).
 """
 
 # Type names as this page shows them, whichever typer/click version built the command.

@@ -59,6 +59,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -751,7 +752,9 @@ class _Charon:
 
     @property
     def socket(self) -> Path:
-        return self.directory / "charon.vici"
+        # a unix socket path holds at most 107 bytes: pytest's tmp paths (longer still under
+        # xdist) do not fit, so the socket lives in /tmp under the namespace's unique name
+        return Path(tempfile.gettempdir()) / f"{self.namespace}.vici"
 
     @property
     def swanctl_dir(self) -> Path:
@@ -820,6 +823,12 @@ class _Charon:
     def stop(self, grace: float = 5.0) -> None:
         if self.process is None:
             return
+        self._stop_process(grace)
+        with contextlib.suppress(OSError):
+            self.socket.unlink()
+
+    def _stop_process(self, grace: float) -> None:
+        assert self.process is not None
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)

@@ -31,7 +31,7 @@ def _cli(*args: str) -> str:
 
 
 def _tblk_config(out: Path, name: str) -> Path:
-    return out / name / f"tunnelblick/{name}.tblk/Contents/Resources/config.ovpn"
+    return out / name / f"tunnelblick/{name}-mac.tblk/Contents/Resources/config.ovpn"
 
 
 def test_ca_init_and_issue_via_cli_then_generate_connects(
@@ -136,7 +136,7 @@ def test_batch_made_profiles_connect(
 
     profiles = {
         "carol (tunnelblick)": _tblk_config(out, "carol"),
-        "bob (openvpn)": out / "bob/openvpn/bob.ovpn",
+        "bob (openvpn)": out / "bob/openvpn/bob-linux-windows.ovpn",
         "bob (tunnelblick)": _tblk_config(out, "bob"),
     }
     results = {}

@@ -59,11 +59,11 @@ def _generate(
 
 def _targets(user_dir: Path, name: str) -> dict[str, Path]:
     return {
-        "tunnelblick": user_dir / f"tunnelblick/{name}.tblk/Contents/Resources/config.ovpn",
-        "openvpn": user_dir / f"openvpn/{name}.ovpn",
+        "tunnelblick": user_dir / f"tunnelblick/{name}-mac.tblk/Contents/Resources/config.ovpn",
+        "openvpn": user_dir / f"openvpn/{name}-linux-windows.ovpn",
         # OpenVPN Connect runs the OpenVPN 3 core, not this binary; connecting with 2.6 still
         # proves the iOS edits (unquoted name, no log, setenv FRIENDLY_NAME) kept it working
-        "ios": user_dir / f"ios/{name}.ovpn",
+        "ios": user_dir / f"ios/{name}-iphone.ovpn",
     }
 
 

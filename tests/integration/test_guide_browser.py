@@ -52,13 +52,17 @@ VIEWS: dict[str, tuple[dict[str, Any], str]] = {
 }
 MIN_TAP = 44  # px: Apple's and Google's smallest comfortable touch target
 PROTECTED_USER = "dave"
-# a user the demo lacks: longest names, characters to escape, the same file name on two targets
+# a user the demo lacks: longest names, characters to escape, an iPhone and a computer, and a
+# contact of her own (the others get the demo's contact)
 ERIN = "erin.fabrikam-remote-engineering-westeurope-gateway-01"
 ERIN_DISPLAY = "Erin<&>'Fabrikam\"" + "RemoteEngineeringWestEuropeGateway" * 2 + "(P2S)"
+ERIN_CONTACT = 'Ops <ops@fabrikam.example> & "Desk" ' + "WestEuropeRemoteEngineering" * 3
+DEMO_CONTACT = "Contoso IT desk, it@contoso.example (DEMO)"
 ERIN_YAML = f"""\
   - name: {ERIN}
     email: erin@fabrikam.example
     display_name: '{ERIN_DISPLAY.replace("'", "''")}'
+    contact: '{ERIN_CONTACT.replace("'", "''")}'
     targets: [ios, openvpn]
 """
 
@@ -328,14 +332,27 @@ def test_every_file_named_is_in_the_users_folder_and_every_delivery_is_named(
         for name in shown:
             assert "/" not in name and "\\" not in name, (guide.user, name)
             assert name in guide.names_in_folder(), (guide.user, name)
-        # what the admin sends: every file of the manifest except the guide and bundle insides
-        delivered = {
-            Path(f["path"]).name
-            for f in manifest[guide.user]["files"]
-            if ".tblk/" not in f["path"] and not f["path"].endswith("INSTALL.html")
-        }
-        assert delivered and delivered <= shown, (guide.user, delivered - shown)
+        # what the admin sends (the manifest's send list, less the guide): exactly what it names
+        send = manifest[guide.user]["send"]
+        assert send[-1]["path"] == f"{guide.user}/INSTALL.html"
+        delivered = [Path(item["path"]).name for item in send[:-1]]
+        assert len(set(delivered)) == len(delivered), delivered  # the platform is in the name
+        unpacked = {n for n in shown if n.endswith(".tblk")}  # what the Mac makes of the zip
+        assert {f"{n}.zip" for n in unpacked} <= set(delivered)
+        assert set(delivered) == shown - unpacked, (guide.user, set(delivered) ^ shown)
         assert str(guide.folder) not in snap["body"]
+
+
+def test_the_contact_is_shown_as_given(
+    pages: dict[str, dict[str, dict[str, Any]]], guides: list[Guide]
+) -> None:
+    for guide in guides:
+        snap = _phone(pages, guide)
+        contact = ERIN_CONTACT if guide.user == ERIN else DEMO_CONTACT
+        assert f"Questions? Ask {contact}." in snap["body"]
+        assert f"Contact {contact}." in snap["body"]
+        if guide.user != ERIN:
+            assert ERIN_CONTACT not in snap["body"]
 
 
 def _ios_display_name(folder: Path) -> str:

@@ -40,6 +40,9 @@ from .ikev2_gateway import (
     requires_ikev2,
 )
 
+# charon instances started side by side by two test workers disturb each other: one worker
+pytestmark = pytest.mark.xdist_group("strongswan")
+
 PKCS12_PASSWORD = "p12-test-password"
 AZURE_LIKE_SA = {
     "EncryptionAlgorithm": "AES-256-GCM",

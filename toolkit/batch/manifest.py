@@ -37,6 +37,7 @@ def _manifest_records(
             continue
         record = outcome.to_json()
         record.pop("issued", None)  # per run, not state
+        record.pop("superseded", None)
         if record["status"] == "unchanged":
             record["status"] = "written"  # the manifest describes files, not this run
         records.append(record)
@@ -89,6 +90,7 @@ def write_manifest(
             "reason",
             "warnings",
             "files",
+            "send",
         ]
     )
     for user in records:
@@ -106,6 +108,7 @@ def write_manifest(
                 user.get("reason", ""),
                 " | ".join(user.get("warnings", [])),
                 " ".join(f"{f['path']}:{f['sha256']}" for f in user.get("files", [])),
+                " ".join(s["path"] for s in user.get("send", [])),
             ]
         )
     if _holds(output / "manifest.json", document):

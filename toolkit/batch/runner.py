@@ -24,7 +24,7 @@ from toolkit.batch.worker import BatchSettings, Status, UserOutcome, UserTask, p
 from toolkit.credentials import load_roots
 from toolkit.errors import OutputError, ToolkitError, UserListError
 from toolkit.output import can_sync_filesystem, ensure_private_dir, sync_filesystem
-from toolkit.package import load_package
+from toolkit.package import check_output_location, load_package
 from toolkit.passphrase import PassphraseSource
 
 SYNC_GROUP = 64  # written users made durable by one syncfs(2)
@@ -46,7 +46,7 @@ class BatchResult:
 
 def preflight(users: UserList, settings: BatchSettings) -> None:
     """Checks that need more than the YAML: package, roots, CA and its passphrase."""
-    load_package(settings.package_path)
+    check_output_location(load_package(settings.package_path), settings.output)
     load_roots(list(settings.roots))
     if settings.ca is None or settings.dry_run:
         return
@@ -82,6 +82,7 @@ def run_batch(
     jobs: int = 1,
     fail_fast: bool = False,
     on_outcome: Callable[[UserOutcome], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> BatchResult:
     worker.clear_caches()  # a package replaced since an earlier run in this process is re-read
     preflight(users, settings)
@@ -148,6 +149,8 @@ def run_batch(
         for task in tasks:
             if stop:
                 break
+            if on_start:  # in one process the user being worked on is known
+                on_start(task.user.name)
             record(process_user(task))
     else:
         context = multiprocessing.get_context("spawn")

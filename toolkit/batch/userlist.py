@@ -11,14 +11,16 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from toolkit.ca.keys import KEY_TYPES
+from toolkit.ca.rules import check_email
 from toolkit.errors import UsageError, UserListError
+from toolkit.guide import check_contact
 from toolkit.names import check_display_name, check_name, fold
 from toolkit.targets import DEFAULT_TARGETS, TARGETS
 
@@ -47,6 +49,8 @@ TOP_KEYS: dict[str, tuple[str, str]] = {
     "roots": ("paths", "P2S roots: every certificate must chain to one of them."),
     "ca": ("ca", "Certificate authority that issues certificates for users without any."),
     "defaults": ("defaults", "Defaults for issued certificates and warnings."),
+    "contact": ("str", "Who users ask for help, shown in every install guide."),
+    "guide": ("bool", "Write each user's install guide INSTALL.html (default: true)."),
     "users": ("users", "The users."),
 }
 CA_KEYS: dict[str, tuple[str, str]] = {
@@ -61,7 +65,8 @@ DEFAULT_KEYS: dict[str, tuple[str, str]] = {
 }
 USER_KEYS: dict[str, tuple[str, str]] = {
     "name": ("str", "File and bundle name (letters, digits, . _ - @)."),
-    "display_name": ("str", "Name shown in OpenVPN Connect."),
+    "display_name": ("str", "Name shown in OpenVPN Connect; any letters (José García)."),
+    "contact": ("str", "Who this user asks for help (default: the file's contact)."),
     "email": ("str", "E-mail for issued certificates (CN becomes this address)."),
     "cert": ("path", "Client certificate, PEM."),
     "key": ("path", "Private key, PEM."),
@@ -118,6 +123,7 @@ class UserEntry:
     disable_dco: bool = False
     key_passphrase_env: str | None = None
     key_passphrase_file: Path | None = None
+    contact: str | None = None
 
     @property
     def issued_from_ca(self) -> bool:
@@ -134,6 +140,7 @@ class UserList:
     ca: CASettings | None
     warn_days: int
     users: tuple[UserEntry, ...] = field(repr=False)
+    guide: bool = True
 
     def env_names(self) -> set[str]:
         """Every environment variable the list names for a passphrase."""
@@ -328,7 +335,9 @@ def _load_document(source: Path) -> yaml.Node:
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
         raise UserListError(
             f"{where}: YAML error: {exc.problem or exc.context}",
-            hint="fix the YAML syntax at that position",
+            hint="YAML indents with spaces, not tabs: replace the tab at that position"
+            if "'\\t'" in str(exc.problem) or "\t" in str(exc.problem)
+            else "fix the YAML syntax at that position",
         ) from None
     except yaml.YAMLError as exc:
         raise UserListError(f"{source}: YAML error: {exc}") from None
@@ -378,6 +387,10 @@ def load_user_list(source: Path) -> UserList:
         v.targets(top["targets"], "targets") if "targets" in top else None
     ) or DEFAULT_TARGETS
     roots = v.paths(top["roots"], "roots") if "roots" in top else ()
+    contact = v.string(top["contact"], "contact") if "contact" in top else None
+    if contact is not None:
+        contact = _contact(v, top["contact"], contact)
+    guide = v.boolean(top["guide"], "guide") if "guide" in top else None
     ca = None
     if "ca" in top:
         ca_map = v.mapping(top["ca"], CA_KEYS, "ca")
@@ -415,6 +428,8 @@ def load_user_list(source: Path) -> UserList:
             seen: dict[str, int] = {}
             for item in users_node.value:
                 user = _user(v, item, targets, days, key_type, has_ca=ca is not None or "ca" in top)
+                if user is not None and user.contact is None and contact is not None:
+                    user = replace(user, contact=contact)
                 if user is None:
                     continue
                 folded = fold(user.name)
@@ -440,7 +455,16 @@ def load_user_list(source: Path) -> UserList:
         ca,
         30 if warn_days is None else warn_days,
         tuple(users),
+        guide=True if guide is None else guide,
     )
+
+
+def _contact(v: _Validator, node: yaml.Node, text: str) -> str | None:
+    try:
+        return check_contact(text, "contact")
+    except UsageError as exc:
+        v.problem(node, exc.message, exc.hint)
+        return None
 
 
 def _user(
@@ -488,6 +512,13 @@ def _user(
             check_display_name(values["display_name"], "display_name")
         except UsageError as exc:
             v.problem(fields["display_name"], exc.message, exc.hint)
+    if "contact" in values:
+        values["contact"] = _contact(v, fields["contact"], values["contact"])
+    if "email" in values:
+        try:
+            check_email(values["email"], "email")
+        except UsageError as exc:
+            v.problem(fields["email"], exc.message, exc.hint)
     has_pem, has_pfx = "cert" in fields, "pfx" in fields
     if has_pem and has_pfx:
         v.problem(node, f"user '{name}': give either cert/key or pfx, not both")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -43,6 +44,7 @@ class BatchSettings:
     force: bool = False
     dry_run: bool = False
     renew_within: int | None = None
+    guide: bool = True
     # set by run_batch when it makes groups of users durable at once (output.sync_filesystem)
     # before it reports them: the workers then write without fsync
     group_sync: bool = False
@@ -67,8 +69,11 @@ class UserOutcome:
     certificate: dict[str, Any] | None = None
     targets: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
+    send: list[dict[str, str]] = field(default_factory=list)  # per platform: the file to send
     warnings: list[str] = field(default_factory=list)
     issued: str | None = None  # "issued" / "renewed" when the CA made a certificate this run
+    # certificates a renewal in this run superseded: {name, thumbprint_sha1, not_after}
+    superseded: list[dict[str, str]] = field(default_factory=list)
     fingerprint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -144,6 +149,7 @@ def _fingerprint(
         ],
         "roots": _roots(settings.roots)[1],
         "warn_days": settings.warn_days,
+        "guide": settings.guide,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -181,8 +187,39 @@ def _ca_action(current: Any, renew_within: int | None) -> Literal["issued", "ren
     return None
 
 
-def _ca_credentials(user: UserEntry, settings: BatchSettings) -> tuple[Path, Path, str | None]:
-    """Cert and key from the CA's ledger; issue (or renew near expiry) when needed."""
+def _ca_command(settings: BatchSettings, command: str, *args: str) -> str:
+    """An `ovpn-toolkit ca ...` line with the CA folder and its passphrase option, so that it
+    runs as the batch would have (quoted for a POSIX shell)."""
+    assert settings.ca is not None  # noqa: S101
+    parts = ["ovpn-toolkit", "ca", command, "--ca", str(settings.ca.dir), *args]
+    if command == "revoke":  # needs no CA key
+        pass
+    elif settings.ca.passphrase_env:
+        parts += ["--passphrase-env", settings.ca.passphrase_env]
+    elif settings.ca.passphrase_file:
+        parts += ["--passphrase-file", str(settings.ca.passphrase_file)]
+    return shlex.join(parts)
+
+
+def _issue_args(user: UserEntry) -> list[str]:
+    """The `ca issue` options that give the certificate the batch would have issued."""
+    from toolkit.ca.authority import DEFAULT_CLIENT_DAYS  # local, as in _ca_credentials
+
+    args = ["--name", user.name]
+    if user.email:
+        args += ["--email", user.email]
+    if user.days != DEFAULT_CLIENT_DAYS:
+        args += ["--days", str(user.days)]
+    if user.key_type != "rsa2048":  # the default of `ca issue --key-type`
+        args += ["--key-type", user.key_type]
+    return args
+
+
+def _ca_credentials(
+    user: UserEntry, settings: BatchSettings
+) -> tuple[Path, Path, str | None, list[dict[str, str]]]:
+    """Cert and key from the CA's ledger; issue (or renew near expiry) when needed. The last
+    item lists the certificates a renewal superseded (Azure accepts them until they expire)."""
     from toolkit import ca  # local: only batch users with a CA need it
 
     assert settings.ca is not None  # noqa: S101 - validated before any work
@@ -198,7 +235,7 @@ def _ca_credentials(user: UserEntry, settings: BatchSettings) -> tuple[Path, Pat
                 f"the certificate of '{user.name}' was revoked; the batch does not issue a new "
                 "one by itself",
                 hint=f"remove '{user.name}' from the user list, or issue deliberately: "
-                f"ovpn-toolkit ca issue --ca {ca_dir} --name {user.name}",
+                + _ca_command(settings, "issue", *_issue_args(user)),
             )
     if action is not None:
         if settings.dry_run:
@@ -224,16 +261,25 @@ def _ca_credentials(user: UserEntry, settings: BatchSettings) -> tuple[Path, Pat
             )
         else:
             result = authority.renew(user.name, days=user.days)
-        return result.cert_path, result.key_path, action
+        superseded = [
+            {
+                "name": old.name,
+                "thumbprint_sha1": old.thumbprint_sha1,
+                "not_after": old.not_after.isoformat(),
+                "revoke": _ca_command(settings, "revoke", old.thumbprint_sha1),
+            }
+            for old in result.superseded
+        ]
+        return result.cert_path, result.key_path, action, superseded
     assert current is not None  # noqa: S101
     cert, key = _ledger_files(current, ca_dir)
     if cert is None or key is None:
         raise CAError(
             f"{ca_dir}: the ledger names files for '{user.name}' that are missing",
-            hint=f"restore them, or revoke and reissue: ovpn-toolkit ca renew --ca {ca_dir} "
-            f"{user.name}",
+            hint="restore them, or revoke and reissue: "
+            + _ca_command(settings, "renew", user.name),
         )
-    return cert, key, None
+    return cert, key, None, []
 
 
 def _ledger_files(entry: LedgerEntry, ca_dir: Path) -> tuple[Path | None, Path | None]:
@@ -310,7 +356,8 @@ def process_user(task: UserTask) -> UserOutcome:
         key: Path | None
         pfx: Path | None
         if user.issued_from_ca:
-            cert, key, issued = _ca_credentials(user, settings)
+            cert, key, issued, superseded = _ca_credentials(user, settings)
+            outcome.superseded = superseded
             source = PassphraseSource()
             pfx = None
         else:
@@ -326,6 +373,7 @@ def process_user(task: UserTask) -> UserOutcome:
         previous = task.previous
         carried = _unchanged(task, fingerprint, issued)
         if carried is not None:
+            carried.superseded = outcome.superseded
             return carried
         # local: the main process, which only decides unchanged users, never loads the pipeline
         from toolkit.plan import CredentialInputs, UserRequest, plan_from_inputs
@@ -347,7 +395,8 @@ def process_user(task: UserTask) -> UserOutcome:
                 disable_dco=user.disable_dco,
                 warn_days=settings.warn_days,
                 key_passphrase=key_source,
-                guide=True,
+                guide=settings.guide,
+                contact=user.contact,
             ),
             roots=_roots(settings.roots)[0],
         )
@@ -358,6 +407,7 @@ def process_user(task: UserTask) -> UserOutcome:
             {"path": f"{plan.name}/{f.path}", "sha256": f.sha256, "mode": f"{f.mode:04o}"}
             for f in plan.files
         ]
+        outcome.send = plan.send()
         if settings.dry_run:
             outcome.status = "planned"
             return outcome

@@ -22,6 +22,7 @@ from toolkit.ca.ledger import (
     _write_entries,
     normalize_thumbprint,
 )
+from toolkit.ca.root import _read_info
 from toolkit.errors import CAError
 
 
@@ -75,10 +76,11 @@ def revoke(
 
     By name: that name's valid certificate. By thumbprint: exactly that one (also a superseded
     one, which Azure still accepts until it expires). Revoking twice is harmless.
-    The CA key is not needed.
+    The CA key is not needed. ``gateway``/``resource_group`` default to the ones in ca.json.
     """
     paths = CAPaths(Path(directory))
     _require_ca_folder(paths)
+    gateway, resource_group = _read_info(paths).azure_target(gateway, resource_group)
     moment = _utc(now or keys.utcnow())
     with _ledger_lock(paths):
         entries = _load_entries(paths)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from toolkit.ca.ledger import (
     _require_ca_folder,
     _utc,
 )
-from toolkit.ca.rules import check_cn, check_days, check_key_type
+from toolkit.ca.rules import check_azure_name, check_cn, check_days, check_key_type
 from toolkit.errors import CAError, CredentialsError, OutputError, UsageError
 from toolkit.output import FILE_MODE, PUBLIC_MODE, ensure_private_dir, make_private, write_all
 
@@ -45,8 +45,19 @@ class CAInfo:
     not_before: dt.datetime
     not_after: dt.datetime
     created: dt.datetime
+    # the gateway the root is uploaded to (`ca init --gateway --resource-group`): every later
+    # command's printed Azure commands use them unless told otherwise
+    gateway: str | None = None
+    resource_group: str | None = None
+
+    def azure_target(
+        self, gateway: str | None = None, resource_group: str | None = None
+    ) -> tuple[str | None, str | None]:
+        """The gateway and resource group for Azure commands: the options win over ca.json."""
+        return gateway or self.gateway, resource_group or self.resource_group
 
     def to_json(self) -> dict[str, Any]:
+        azure = {"gateway": self.gateway, "resource_group": self.resource_group}
         return {
             "format": CA_FORMAT,
             "version": FORMAT_VERSION,
@@ -58,6 +69,7 @@ class CAInfo:
             "not_before": _iso(self.not_before),
             "not_after": _iso(self.not_after),
             "created": _iso(self.created),
+            "azure": {k: v for k, v in azure.items() if v},
             "files": {
                 "key": "root.key",
                 "cert_pem": "root.pem",
@@ -83,7 +95,7 @@ def _read_info(paths: CAPaths) -> CAInfo:
     if document.get("version") != FORMAT_VERSION:
         raise CAError(f"{paths.metadata}: CA format version {document.get('version')!r} unknown")
     try:
-        return CAInfo(
+        info = CAInfo(
             cn=str(document["cn"]),
             azure_name=str(document["azure_name"]),
             key_type=check_key_type(str(document["key_type"])),
@@ -95,6 +107,18 @@ def _read_info(paths: CAPaths) -> CAInfo:
         )
     except (KeyError, TypeError, ValueError, UsageError) as exc:
         raise CAError(f"{paths.metadata}: malformed ({exc})") from exc
+    azure = document.get("azure") or {}  # absent in CA folders made before 0.2
+    if not isinstance(azure, dict):
+        raise CAError(f"{paths.metadata}: malformed ('azure' is not an object)")
+    return replace(
+        info,
+        gateway=_text_or_none(azure.get("gateway")),
+        resource_group=_text_or_none(azure.get("resource_group")),
+    )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _read_root_certificate(paths: CAPaths) -> x509.Certificate:
@@ -133,6 +157,7 @@ class CAInitResult:
     def upload_commands(
         self, *, gateway: str | None = None, resource_group: str | None = None
     ) -> AzureCommands:
+        gateway, resource_group = self.info.azure_target(gateway, resource_group)
         return root_upload_commands(
             self.certificate,
             self.paths.root_cer,
@@ -155,10 +180,15 @@ def init_ca(
     key_type: str = "rsa2048",
     passphrase: bytes | None,
     now: dt.datetime | None = None,
+    gateway: str | None = None,
+    resource_group: str | None = None,
 ) -> CAInitResult:
     """Create a new P2S root CA in ``directory`` (made 0700). ``passphrase=None`` leaves the
-    key unencrypted: callers must ask for that explicitly. Never overwrites an existing CA."""
+    key unencrypted: callers must ask for that explicitly. Never overwrites an existing CA.
+    ``gateway`` and ``resource_group`` are remembered in ca.json for the Azure commands."""
     directory = Path(directory)
+    check_azure_name(gateway, "--gateway")
+    check_azure_name(resource_group, "--resource-group")
     paths = CAPaths(directory)
     cn = check_cn(cn)
     days = check_days(days)
@@ -188,6 +218,8 @@ def init_ca(
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         created=moment,
+        gateway=check_azure_name(gateway, "--gateway"),
+        resource_group=check_azure_name(resource_group, "--resource-group"),
     )
     empty_ledger = {
         "format": LEDGER_FORMAT,

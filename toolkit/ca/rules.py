@@ -14,10 +14,24 @@ MAX_CN = 64  # X.509 upper bound for a common name
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 
-def check_email(email: str) -> str:
+def check_email(email: str, what: str = "e-mail address") -> str:
+    """``email`` unchanged when it can be a certificate's CN (ASCII), else a UsageError; an
+    address with accents gets a suggestion (``josé.garcía@contoso.com`` -> ``jose.garcia@...``)."""
     if not _EMAIL_RE.match(email):
+        outside = [c for c in dict.fromkeys(email) if not c.isascii()]
+        suggestion = (
+            unicodedata.normalize("NFKD", email).encode("ascii", "ignore").decode("ascii").lower()
+        )
+        if outside and _EMAIL_RE.match(suggestion):
+            raise UsageError(
+                f"{what} {email!r} has letters outside A-Z "
+                f"({', '.join(repr(c) for c in outside)}); it becomes the certificate's CN, "
+                "which must be ASCII",
+                hint=f"use {suggestion!r}; the person's real name, accents included, goes in "
+                "the display name",
+            )
         raise UsageError(
-            f"e-mail address {email!r} is not valid",
+            f"{what} {email!r} is not valid",
             hint="give an ASCII address like alice@contoso.com; it becomes the certificate's CN",
         )
     if len(email) > MAX_CN:
@@ -26,6 +40,22 @@ def check_email(email: str) -> str:
             hint="use a shorter address, or leave --email out to use the name as CN",
         )
     return email
+
+
+_AZURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$")
+
+
+def check_azure_name(value: str | None, what: str) -> str | None:
+    """A gateway or resource-group name as Azure allows them (letters, digits, ``._-()``)."""
+    if value is None:
+        return None
+    if not _AZURE_NAME.match(value) or value.endswith("."):
+        raise UsageError(
+            f"{what} {value[:100]!r} is not an Azure resource name",
+            hint="use the name as the portal shows it: letters, digits, '.', '_', '-', "
+            "'(' and ')', at most 90 characters",
+        )
+    return value
 
 
 def check_cn(cn: str) -> str:

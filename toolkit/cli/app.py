@@ -14,7 +14,7 @@ import typer
 
 from toolkit import __version__
 from toolkit.cli import batch, ca, demo, profiles
-from toolkit.cli.common import SHOW_TRACEBACK, err
+from toolkit.cli.common import COLOR, SHOW_TRACEBACK, err, no_color_requested
 from toolkit.errors import ExitCode
 
 app = typer.Typer(
@@ -24,7 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -37,8 +37,16 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+    no_color: Annotated[
+        bool,
+        typer.Option("--no-color", help="No colours in the output (also: NO_COLOR=1)."),
     ] = False,
     show_traceback: Annotated[
         bool, typer.Option("--traceback", help="Show a Python traceback with errors (developers).")
@@ -46,6 +54,9 @@ def root(
 ) -> None:
     """ovpn-toolkit: Azure P2S packages to OpenVPN profiles."""
     SHOW_TRACEBACK["enabled"] = show_traceback or bool(os.environ.get("OVPN_TOOLKIT_TRACEBACK"))
+    COLOR["enabled"] = not no_color_requested(no_color, os.environ)
+    if not COLOR["enabled"]:
+        ctx.color = False  # typer.echo strips the styles of typer.style in every subcommand
 
 
 profiles.register(app)

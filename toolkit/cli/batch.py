@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from toolkit.cli.common import SCHEMA_VERSION, JsonOpt, err, guard, print_json
+from toolkit.cli.ca import superseded_line
+from toolkit.cli.common import SCHEMA_VERSION, JsonOpt, err, guard, print_json, stderr_console
 from toolkit.errors import ExitCode, UserListError
 
 # the core is imported inside the commands: `--help` must not load cryptography, jinja2, yaml
@@ -17,9 +19,32 @@ if TYPE_CHECKING:
     from toolkit.batch import BatchResult, UserOutcome
 
 
-def _summary(result: BatchResult, output: Path, *, dry_run: bool) -> None:
+def users_count(n: int) -> str:
+    """One grammar for the count in every mode: "1 user", "2 users"."""
+    return f"{n} user{'' if n == 1 else 's'}"
+
+
+def count_line(result: BatchResult) -> str:
+    """The summary line of every mode (normal and -q): "2 users: 1 written, 1 failed"."""
     from toolkit.batch.worker import STATUSES
 
+    counts = ", ".join(f"{result.count(s)} {s}" for s in STATUSES if result.count(s))
+    return f"{users_count(len(result.outcomes))}: {counts}"
+
+
+def failure_line(outcome: UserOutcome) -> str:
+    line = f"{outcome.name}: failed: {outcome.reason}"
+    return line + (f" (hint: {outcome.hint})" if outcome.hint else "")
+
+
+def _superseded(outcome: UserOutcome) -> None:
+    for old in outcome.superseded:
+        typer.echo(
+            "  " + superseded_line(old["thumbprint_sha1"], old["not_after"][:10], old["revoke"])
+        )
+
+
+def _summary(result: BatchResult, output: Path, *, dry_run: bool) -> None:
     for outcome in result.outcomes:
         line = f"{outcome.name}: {outcome.status}"
         if outcome.issued:
@@ -32,13 +57,18 @@ def _summary(result: BatchResult, output: Path, *, dry_run: bool) -> None:
         typer.echo(line)
         for warning in outcome.warnings:
             typer.echo(f"  warning: {warning}")
-    counts = ", ".join(f"{result.count(s)} {s}" for s in STATUSES if result.count(s))
+        _superseded(outcome)
+        if outcome.status in ("written", "planned") and outcome.send:
+            verb = "would send" if outcome.status == "planned" else "send"
+            for item in outcome.send:
+                label = "install guide" if item["target"] == "guide" else item["platform"]
+                typer.echo(f"  {verb} ({label}): {output / item['path']}")
     for name in result.dropped:
         typer.echo(
             f"note: {name} is no longer in the user list; {output / name} was left in place "
             f"(delete it, and revoke the certificate if the user has left)"
         )
-    typer.echo(f"{len(result.outcomes)} users: {counts}")
+    typer.echo(count_line(result))
     if not dry_run:
         state = "updated" if result.manifest_written else "unchanged"
         typer.echo(f"manifest: {output / 'manifest.json'} and manifest.csv ({state})")
@@ -119,28 +149,52 @@ def register(app: typer.Typer) -> None:
             force=force,
             dry_run=dry_run,
             renew_within=renew_within,
+            guide=users.guide,
             environ={name: os.environ[name] for name in users.env_names() if name in os.environ},
         )
         show_progress = sys.stderr.isatty() and not quiet and not json_output
+        run = functools.partial(
+            run_batch, users, settings, jobs=jobs or default_jobs(), fail_fast=fail_fast
+        )
         if show_progress:
-            from rich.console import Console
-            from rich.progress import Progress
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
-            with Progress(transient=True, console=Console(stderr=True)) as progress:
-                task = progress.add_task("users", total=len(users.users))
+            with Progress(
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                transient=True,
+                console=stderr_console(),
+            ) as progress:
+                task = progress.add_task("", total=len(users.users))
 
                 def advance(outcome: UserOutcome) -> None:
+                    if outcome.status == "failed":  # at once, above the bar
+                        progress.console.print(
+                            failure_line(outcome), markup=False, highlight=False, soft_wrap=True
+                        )
                     progress.update(task, advance=1, description=outcome.name)
 
-                result = run_batch(
-                    users,
-                    settings,
-                    jobs=jobs or default_jobs(),
-                    fail_fast=fail_fast,
-                    on_outcome=advance,
-                )
+                def starting(name: str) -> None:  # with --jobs 1: the user being worked on
+                    progress.update(task, description=name)
+
+                result = run(on_outcome=advance, on_start=starting)
+        elif json_output:
+            result = run()
         else:
-            result = run_batch(users, settings, jobs=jobs or default_jobs(), fail_fast=fail_fast)
+
+            def report(outcome: UserOutcome) -> None:
+                if outcome.status == "failed":
+                    err(failure_line(outcome))
+
+            result = run(on_outcome=report)
         if json_output:
             print_json(
                 {
@@ -154,16 +208,18 @@ def register(app: typer.Typer) -> None:
                 }
             )
         elif quiet:
-            for outcome in result.failed:
-                err(f"{outcome.name}: failed: {outcome.reason}")
-            typer.echo(f"{len(result.outcomes)} users, {len(result.failed)} failed")
+            typer.echo(count_line(result))
         else:
             _summary(result, out, dry_run=dry_run)
         if result.failed or result.count("skipped"):
             raise typer.Exit(int(ExitCode.PARTIAL))
 
     @app.command()
-    def schema() -> None:
+    def schema(
+        json_output: Annotated[
+            bool, typer.Option("--json", help="Accepted for symmetry: the output is JSON anyway.")
+        ] = False,
+    ) -> None:
         """Print the JSON Schema of the batch user list (for editors)."""
         from toolkit.batch.schema import json_schema
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -82,7 +83,8 @@ GatewayOpt = Annotated[
     str | None,
     typer.Option(
         "--gateway",
-        help="Virtual network gateway name, for the printed Azure commands.",
+        help="Virtual network gateway name, for the printed Azure commands (`ca init` "
+        "remembers it in ca.json for every later command).",
         show_default=False,
     ),
 ]
@@ -90,7 +92,8 @@ ResourceGroupOpt = Annotated[
     str | None,
     typer.Option(
         "--resource-group",
-        help="The gateway's resource group, for the printed Azure commands.",
+        help="The gateway's resource group, for the printed Azure commands (`ca init` "
+        "remembers it in ca.json for every later command).",
         show_default=False,
     ),
 ]
@@ -187,8 +190,29 @@ def _print_commands(commands: ca.AzureCommands, action: str) -> None:
     if commands.placeholders:
         err(
             f"note: replace {RG_PLACEHOLDER} and {GATEWAY_PLACEHOLDER} in these commands "
-            "(or pass --resource-group and --gateway)"
+            "(or pass --resource-group and --gateway; `ca init` remembers them in ca.json)"
         )
+
+
+def revoke_hint(
+    ca_dir: Path, thumbprint: str, gateway: str | None = None, resource_group: str | None = None
+) -> str:
+    """The `ca revoke` line for one certificate (gateway and resource group come from ca.json
+    unless given here)."""
+    parts = ["ovpn-toolkit", "ca", "revoke", "--ca", str(ca_dir), thumbprint]
+    if gateway:
+        parts += ["--gateway", gateway]
+    if resource_group:
+        parts += ["--resource-group", resource_group]
+    return shlex.join(parts)
+
+
+def superseded_line(thumbprint: str, not_after: str, command: str) -> str:
+    """One wording for a superseded certificate, in `ca renew` and `batch --renew-within`."""
+    return (
+        f"Superseded {thumbprint} (expires {not_after}); Azure accepts it until then. "
+        f"To cut it off now: {command}"
+    )
 
 
 def _pfx_kind(legacy: bool) -> str:
@@ -274,7 +298,15 @@ def init_command(
                 hint="use --passphrase-env VAR or --passphrase-file FILE, run in a terminal to be "
                 "prompted, or --no-passphrase to leave the key unencrypted",
             )
-    result = ca.init_ca(output, cn, days=days, key_type=key_type, passphrase=passphrase)
+    result = ca.init_ca(
+        output,
+        cn,
+        days=days,
+        key_type=key_type,
+        passphrase=passphrase,
+        gateway=gateway,
+        resource_group=resource_group,
+    )
     if passphrase is None:
         warn(
             f"{key_file} is NOT encrypted: anyone who can read it can issue certificates "
@@ -305,6 +337,8 @@ def init_command(
                 },
                 "azure": {
                     "name": info.azure_name,
+                    "gateway": info.gateway,
+                    "resource_group": info.resource_group,
                     "public_cert_data": result.public_cert_data,
                     "commands": commands.to_json(),
                 },
@@ -353,7 +387,7 @@ def issue_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Issue a client certificate as Azure wants it (clientAuth first, SHA-256, RSA)."""
-    check_name(name, "certificate name")  # before any prompt
+    check_name(name, "--name")  # before any prompt
     authority = _open(ca_dir, passphrase_env, passphrase_file)
     password = _pfx_password(
         pfx or pfx_legacy, pfx_passphrase_env, pfx_passphrase_file, f"the PKCS#12 of {name}"
@@ -397,6 +431,8 @@ def renew_command(
     pfx_passphrase_file: PfxFileOpt = None,
     passphrase_env: PassEnvOpt = None,
     passphrase_file: PassFileOpt = None,
+    gateway: GatewayOpt = None,
+    resource_group: ResourceGroupOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Issue a successor (same name, e-mail and key type); the old one becomes superseded."""
@@ -416,9 +452,11 @@ def renew_command(
     _print_issued("Renewed", result, pfx_legacy)
     for old in result.superseded:
         typer.echo(
-            f"Superseded {old.thumbprint_sha1} (expires {_date(old.not_after)}); Azure accepts it "
-            f"until then. To cut it off now: ovpn-toolkit ca revoke --ca {ca_dir} "
-            f"{old.thumbprint_sha1}"
+            superseded_line(
+                old.thumbprint_sha1,
+                _date(old.not_after),
+                revoke_hint(ca_dir, old.thumbprint_sha1, gateway, resource_group),
+            )
         )
     _next_generate(authority, result)
 

@@ -12,7 +12,7 @@ import getpass
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Optional, ParamSpec, TypeVar
 
@@ -29,6 +29,20 @@ SCHEMA_VERSION = 1  # of every --json document
 
 # set by the root callback's --traceback option
 SHOW_TRACEBACK = {"enabled": bool(os.environ.get("OVPN_TOOLKIT_TRACEBACK"))}
+# set by the root callback: False with --no-color or a non-empty NO_COLOR (no-color.org)
+COLOR = {"enabled": True}
+
+
+def no_color_requested(flag: bool, environ: Mapping[str, str]) -> bool:
+    """--no-color, or NO_COLOR set to anything but the empty string (https://no-color.org)."""
+    return flag or bool(environ.get("NO_COLOR"))
+
+
+def stderr_console() -> Any:
+    """A rich console on stderr that follows --no-color / NO_COLOR (for the progress bar)."""
+    from rich.console import Console
+
+    return Console(stderr=True, no_color=not COLOR["enabled"])
 
 
 def err(text: str) -> None:

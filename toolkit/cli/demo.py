@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli.common import guard
+from toolkit.cli.common import SCHEMA_VERSION, JsonOpt, guard, print_json
 from toolkit.errors import ExitCode
 
 
@@ -21,11 +21,29 @@ def register(app: typer.Typer) -> None:
         force: Annotated[
             bool, typer.Option("--force", help="Replace an earlier demo folder.")
         ] = False,
+        json_output: JsonOpt = False,
     ) -> None:
         """Run the batch flow on built-in synthetic material (DEMO): package, CA, users.yaml."""
+        from toolkit.batch.worker import STATUSES
         from toolkit.demo import run_demo
 
         result = run_demo(output, force=force)
+        if json_output:
+            print_json(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "command": "demo",
+                    "folder": str(result.folder),
+                    "package": str(result.package),
+                    "users_file": str(result.users_file),
+                    "output": str(result.output),
+                    "users": [o.to_json() for o in result.batch.outcomes],
+                    "counts": {s: result.batch.count(s) for s in STATUSES},
+                }
+            )
+            if result.batch.failed:
+                raise typer.Exit(int(ExitCode.PARTIAL))
+            return
         typer.echo(f"Made in {result.folder} (all DEMO material, see DEMO-README.txt):")
         typer.echo(f"  {result.package.name}   a synthetic Azure P2S package")
         typer.echo("  pki/                  a throwaway P2S certificate authority (ca init)")

@@ -53,6 +53,9 @@ def _plan_summary(plan: UserPlan, output: Path, *, dry_run: bool) -> None:
             typer.echo(f"    {verb} {output / plan.name / planned.path} ({planned.mode:04o})")
         for edit in target.edits:
             typer.echo(f"    edit {edit.describe()}")
+    if plan.guide is not None:
+        typer.echo("  Install guide:")
+        typer.echo(f"    {verb} {output / plan.name / plan.guide.path} ({plan.guide.mode:04o})")
 
 
 def _next_steps(plan: UserPlan, output: Path) -> list[str]:
@@ -60,7 +63,12 @@ def _next_steps(plan: UserPlan, output: Path) -> list[str]:
 
     user_dir = output / plan.name
     steps = [TARGETS[t.target].next_step(user_dir / t.deliverable.path) for t in plan.targets]
-    steps.append("These files hold the user's private key: deliver them over a private channel.")
+    if plan.guide is not None:
+        steps.append(f"Send {user_dir / plan.guide.path} with them: the user's install guide.")
+    steps.append(
+        "These files hold the user's private key: deliver them over a private channel "
+        "(docs/how-to/deliver.md)."
+    )
     return steps
 
 
@@ -157,6 +165,19 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         warn_days: WarnDaysOpt = 30,
+        no_guide: Annotated[
+            bool, typer.Option("--no-guide", help="Do not write the install guide INSTALL.html.")
+        ] = False,
+        contact: Annotated[
+            Optional[str],  # noqa: UP045
+            typer.Option(
+                "--contact",
+                metavar="TEXT",
+                help="Who the user asks for help, shown in the install guide "
+                "(e.g. 'IT desk, it@contoso.com').",
+                show_default=False,
+            ),
+        ] = None,
         key_passphrase_env: Annotated[
             Optional[str],  # noqa: UP045
             typer.Option(
@@ -180,7 +201,7 @@ def register(app: typer.Typer) -> None:
         """Write one user's profiles: validate the package and credentials first, then write."""
         from toolkit.credentials import load_roots
         from toolkit.output import check_writable, write_user
-        from toolkit.package import load_package
+        from toolkit.package import check_output_location, load_package
         from toolkit.plan import CredentialInputs, UserRequest, plan_from_inputs
 
         if disable_dco and "openvpn" not in (target or DEFAULT_TARGETS):
@@ -188,6 +209,7 @@ def register(app: typer.Typer) -> None:
                 "--disable-dco applies to the openvpn target only", hint="add --target openvpn"
             )
         azure = load_package(package)
+        check_output_location(azure, output)
         key_source = None
         if key_passphrase_env or key_passphrase_file:
             key_source = plain_source(key_passphrase_env, key_passphrase_file)
@@ -208,6 +230,8 @@ def register(app: typer.Typer) -> None:
                 replace_credentials=replace_credentials,
                 warn_days=warn_days,
                 key_passphrase=key_source,
+                guide=not no_guide,
+                contact=contact,
             ),
             roots=load_roots(root_cert or []),
         )

@@ -59,6 +59,7 @@ class TargetPlan:
     edits: list[Edit]
     warnings: list[Finding]
     deliverable: PlannedFile
+    platform: str = ""
 
     @property
     def folder(self) -> str:
@@ -69,6 +70,13 @@ class Target(abc.ABC):
     name: ClassVar[str]
     title: ClassVar[str]
     platform: ClassVar[str]  # who uses it, for the next-step line: "Mac", "iPhone", ...
+    # the platform in the file names ("alice-iphone.ovpn"): no two files of a user differ
+    # only by their folder, so a file taken out of its folder still says what it is for
+    file_label: ClassVar[str]
+
+    def file_stem(self, ctx: TargetContext) -> str:
+        """The user's files for this target are named ``<name>-<file_label>``."""
+        return f"{ctx.name}-{self.file_label}"
 
     @abc.abstractmethod
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
@@ -97,7 +105,9 @@ class Target(abc.ABC):
         self, profile: Profile, ctx: TargetContext, edits: list[Edit], warnings: list[Finding]
     ) -> TargetPlan:
         files = self.render(profile, ctx)
-        return TargetPlan(self.name, files, edits, warnings, self.deliverable(files))
+        return TargetPlan(
+            self.name, files, edits, warnings, self.deliverable(files), platform=self.platform
+        )
 
 
 def require_credentials(ctx: TargetContext) -> ClientCredentials:

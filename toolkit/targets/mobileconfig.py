@@ -68,6 +68,7 @@ class MobileconfigTarget(Target):
     name = "mobileconfig"
     title = "OpenVPN Connect via MDM (.mobileconfig)"
     platform = "MDM"
+    file_label = "iphone-mdm"
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         edits, warnings = IOSTarget().adapt(profile, ctx)
@@ -99,7 +100,8 @@ class MobileconfigTarget(Target):
             profile_uuid=stable_uuid(identifier, "profile"),
             vendor_config=vendor_config(profile),
         )
-        return [PlannedFile(f"{self.name}/{ctx.name}.mobileconfig", data.encode("utf-8"))]
+        path = f"{self.name}/{self.file_stem(ctx)}.mobileconfig"
+        return [PlannedFile(path, data.encode("utf-8"))]
 
     def lint(self, profile: Profile) -> list[Finding]:
         return IOSTarget().lint(profile)

@@ -14,6 +14,7 @@ class OpenVPNTarget(Target):
     name = "openvpn"
     title = "OpenVPN 2.x (Linux, Windows)"
     platform = "Linux/Windows"
+    file_label = "linux-windows"
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         if not ctx.disable_dco or profile.first("disable-dco") is not None:
@@ -35,10 +36,13 @@ class OpenVPNTarget(Target):
         return [Edit(0, "disable-dco", "added", reason)], []
 
     def render(self, profile: Profile, ctx: TargetContext) -> list[PlannedFile]:
-        return [PlannedFile(f"{self.name}/{ctx.name}.ovpn", profile.to_bytes())]
+        return [PlannedFile(f"{self.name}/{self.file_stem(ctx)}.ovpn", profile.to_bytes())]
 
     def lint(self, profile: Profile) -> list[Finding]:
         return []
 
     def next_step(self, file_to_send: Path) -> str:
-        return f"Linux/Windows: openvpn --config {file_to_send} (docs/how-to/openvpn.md)"
+        return (
+            f"Linux/Windows: send {file_to_send}; the user imports it in OpenVPN GUI or "
+            "NetworkManager, or runs openvpn --config (docs/how-to/openvpn.md)"
+        )

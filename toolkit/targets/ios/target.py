@@ -7,7 +7,7 @@ from pathlib import Path
 from toolkit.errors import ProfileError
 from toolkit.findings import Edit, Finding
 from toolkit.output import PlannedFile
-from toolkit.profile import Comment, Directive, Profile, render_directive
+from toolkit.profile import Comment, Directive, Profile, tokenize
 from toolkit.targets.base import (
     Target,
     TargetContext,
@@ -39,7 +39,19 @@ def _unfixable(profile: Profile) -> list[tuple[Directive, str]]:
 
 
 def _quoted_verify_name(profile: Profile) -> list[Directive]:
+    """verify-x509-name lines written with quotes (OpenVPN Connect before 3.10.3 keeps them)."""
     return [d for d in profile.directives("verify-x509-name") if "'" in d.raw or '"' in d.raw]
+
+
+def bare_directive(d: Directive) -> str | None:
+    """``d`` written without quotes, or None when its arguments need them (spaces, quotes,
+    a leading ``#``): the one rule adapt applies and lint checks."""
+    raw = " ".join([d.name, *d.args])
+    try:
+        same = tokenize(raw) == [d.name, *d.args]
+    except ValueError:
+        same = False
+    return raw if same and "'" not in raw and '"' not in raw else None
 
 
 def _size_problems(data: bytes, origins: list[int] | None = None) -> list[tuple[int, str]]:
@@ -88,6 +100,7 @@ class IOSTarget(Target):
     name = "ios"
     title = "OpenVPN Connect (iOS)"
     platform = "iPhone"
+    file_label = "iphone"
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         unfixable = _unfixable(profile)
@@ -104,7 +117,14 @@ class IOSTarget(Target):
             )
         edits = remove_directives(profile, ios_fatal_reason)
         for d in _quoted_verify_name(profile):
-            new = Directive(d.line, d.name, d.args, render_directive(d.name, d.args))
+            bare = bare_directive(d)
+            if bare is None:
+                raise ProfileError(
+                    f"{profile.source} line {d.line}: the verify-x509-name value cannot be "
+                    "written without quotes, which OpenVPN Connect before 3.10.3 needs",
+                    hint="use the gateway's name as Azure writes it (<guid>.vpn.azure.com)",
+                )
+            new = Directive(d.line, d.name, d.args, bare)
             profile.replace(d, new)
             edits.append(
                 Edit(
@@ -166,7 +186,7 @@ class IOSTarget(Target):
 
     def render(self, profile: Profile, ctx: TargetContext) -> list[PlannedFile]:
         _raise_for_size(profile)
-        return [PlannedFile(f"{self.name}/{ctx.name}.ovpn", profile.to_bytes())]
+        return [PlannedFile(f"{self.name}/{self.file_stem(ctx)}.ovpn", profile.to_bytes())]
 
     def next_step(self, file_to_send: Path) -> str:
         return (

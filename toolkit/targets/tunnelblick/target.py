@@ -71,6 +71,8 @@ class TunnelblickTarget(Target):
     name = "tunnelblick"
     title = "Tunnelblick (macOS)"
     platform = "Mac"
+    # Tunnelblick shows a configuration under its bundle's name: "alice-mac"
+    file_label = "mac"
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         refs = file_references(profile)
@@ -131,7 +133,7 @@ class TunnelblickTarget(Target):
                 require_credentials(ctx).certificate.not_valid_before_utc
             ),
         ).encode("utf-8")
-        bundle = f"{ctx.name}.tblk"
+        bundle = f"{self.file_stem(ctx)}.tblk"
         zipped = _zip(
             [
                 (f"{bundle}/", None),

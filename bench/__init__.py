@@ -1,0 +1,1 @@
+"""Reproducible performance benchmark for ovpn-toolkit: run ``python bench/run.py``."""
