@@ -253,7 +253,7 @@ def test_first_run_writes_every_user_with_their_own_certificate(team: Team) -> N
     assert "5 users: 5 written" in result.stdout
     assert "(updated)" in result.stdout
     on_disk = {p.relative_to(team.out).as_posix() for p in team.out.rglob("*") if p.is_file()}
-    expected = {"manifest.json", "manifest.csv"}
+    expected = {"manifest.json", "manifest.csv", "journal.jsonl"}
     for name, targets in TARGETS.items():
         expected |= expected_files(name, targets)
     assert on_disk == expected
@@ -556,7 +556,7 @@ def test_jobs_1_and_jobs_2_give_the_same_outputs(team: Team) -> None:
     one, two = content(team.folder / "out1"), content(team.folder / "out2")
     assert set(one) == set(two)
     assert one == two
-    assert len(one) == 2 + sum(len(expected_files(n, t)) for n, t in TARGETS.items())
+    assert len(one) == 3 + sum(len(expected_files(n, t)) for n, t in TARGETS.items())
     with zipfile.ZipFile(team.folder / "out1/alice/tunnelblick/alice-mac.tblk.zip") as archive:
         names = archive.namelist()
         assert "alice-mac.tblk/Contents/Resources/config.ovpn" in names
@@ -917,24 +917,29 @@ def test_changed_package_rewrites_everyone(team: Team) -> None:
         assert os.stat(team.out / f"{name}/ios/{name}-iphone.ovpn").st_mtime_ns != OLD_NS
 
 
-def test_deleted_or_edited_output_is_restored_for_that_user_only(team: Team) -> None:
+def test_deleted_output_is_restored_and_edited_output_kept_without_force(team: Team) -> None:
     team.ok()
     original = (team.out / "bob/ios/bob-iphone.ovpn").read_bytes()
     (team.out / "bob/ios/bob-iphone.ovpn").write_text("edited by hand\n")
     (team.out / "carol/INSTALL.html").unlink()
     age(team.out)
     before = snapshot(team.out)
-    result = team.ok()
-    assert summary_lines(result) == {
+    result = team.ok(code=3)
+    lines = summary_lines(result)
+    assert lines == {
         **dict.fromkeys(NAMES, "unchanged"),
-        "bob": "written",
+        "bob": lines["bob"],
         "carol": "written",
     }
-    assert (team.out / "bob/ios/bob-iphone.ovpn").read_bytes() == original
+    # bytes the toolkit did not write are never replaced without --force
+    assert lines["bob"].startswith("failed: ") and "bob/ios: already exists" in lines["bob"]
+    assert (team.out / "bob/ios/bob-iphone.ovpn").read_text() == "edited by hand\n"
     assert (team.out / "carol/INSTALL.html").exists()
     after = snapshot(team.out)
     for name in ("alice", "dave", "erin"):
         assert user_part(after, name) == user_part(before, name)
+    team.ok("--force")
+    assert (team.out / "bob/ios/bob-iphone.ovpn").read_bytes() == original
 
 
 def test_revoked_ca_user_is_not_silently_reissued(team: Team) -> None:

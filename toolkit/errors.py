@@ -91,6 +91,11 @@ class OutputError(ToolkitError):
     """Output exists without --force, or cannot be written."""
 
 
+class WriteError(OutputError):
+    """The output folder cannot be written at all (disk full, read-only, no permission):
+    a batch stops at the first one instead of failing every user the same way."""
+
+
 # The one place that maps errors to exit codes (docs/reference/exit-codes.md); most specific first.
 EXIT_CODES: tuple[tuple[type[ToolkitError], ExitCode], ...] = (
     (OutputError, ExitCode.OUTPUT),

@@ -7,12 +7,21 @@ manifests and CA files (:func:`atomic_write`, :func:`write_all`), the CA ledger'
 A user's outputs: each target owns one folder under ``OUTPUT/<name>/``. Every file is first
 written into a staging folder beside it; only when all are written are the target folders
 swapped in by rename (loose files such as the install guide by ``os.replace``). A failure,
-or Ctrl-C, removes the staging folder and leaves earlier outputs as they were.
+or Ctrl-C, removes the staging folder and leaves earlier outputs as they were. A crash (SIGKILL,
+power loss) can leave a ``.staging-*`` folder or a target folder parked as ``.old-*``:
+:func:`recover_user` (run before a user is touched again) removes the first and puts the
+second back when its replacement never arrived, so every output is the earlier or the new
+version, complete.
+
+Existing outputs are replaced only with ``force`` or when every file in them has a digest
+the caller recorded for that path (``owned``): files the toolkit did not write are never
+replaced behind the user's back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
@@ -22,13 +31,13 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from toolkit.errors import LockedError, OutputError
+from toolkit.errors import LockedError, OutputError, WriteError
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -69,7 +78,7 @@ def ensure_private_dir(path: Path) -> None:
             folder.mkdir(mode=DIR_MODE)
             os.chmod(folder, DIR_MODE)
     except OSError as exc:
-        raise OutputError(
+        raise WriteError(
             f"{path}: cannot create the folder ({exc.strerror})",
             hint="choose another --output folder, or check its permissions",
         ) from exc
@@ -86,8 +95,9 @@ def make_private(path: Path) -> None:
 def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
     ensure_private_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
             handle.write(data)
@@ -95,9 +105,10 @@ def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise OutputError(
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise WriteError(
             f"{path}: cannot write ({exc.strerror})",
             hint="check free space and permissions of the output folder",
         ) from exc
@@ -196,7 +207,84 @@ def exclusive_lock(path: Path, timeout: float, *, holder: str) -> Iterator[None]
         os.close(fd)
 
 
+def append_line(path: Path, line: bytes, *, durable: bool = True) -> None:
+    """Append one line (ending in a newline) with one ``write(2)`` under an flock(2), so several
+    processes may append at once; fsynced unless ``durable`` is False. A failed write is
+    truncated away; after a line torn by a crash the new one starts on a line of its own."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        try:
+            data = line
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + line
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            if durable:
+                os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise _cannot_write(path, exc) from exc
+    finally:
+        os.close(fd)
+
+
+def sync_file(path: Path) -> None:
+    """fsync ``path`` (after appends with ``durable=False``); a missing file is fine."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
+    finally:
+        os.close(fd)
+
+
+def _cannot_write(path: Path, exc: OSError) -> WriteError:
+    return WriteError(
+        f"{path}: cannot write ({exc.strerror or exc})",
+        hint="check free space and permissions of the output folder",
+    )
+
+
+@contextlib.contextmanager
+def folder_lock(path: Path, *, busy: str) -> Iterator[None]:
+    """An exclusive flock(2) on the folder itself (no lock file), not waiting: OutputError
+    with ``busy`` when another process holds it."""
+    ensure_private_dir(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(
+                f"{path}: {busy}", hint="wait for it to finish, or choose another --output"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 # --- one user's outputs ----------------------------------------------------------------------
+STAGING_PREFIX = ".staging-"
+OLD_PREFIX = ".old-"
+
+Owned = Mapping[str, Collection[str]]  # path under OUTPUT/<name>/ -> sha256 digests we wrote there
+
+
 def _owned_folders(files: Sequence[PlannedFile]) -> list[str]:
     folders: list[str] = []
     for planned in files:
@@ -213,18 +301,53 @@ def existing_outputs(output_dir: Path, name: str, files: Sequence[PlannedFile]) 
     return found
 
 
-def check_writable(output_dir: Path, name: str, files: Sequence[PlannedFile], force: bool) -> None:
-    """Raise OutputError if writing would overwrite something without ``force``."""
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_owned(user_dir: Path, path: Path, owned: Owned) -> bool:
+    """True when every file at or under ``path`` holds bytes the toolkit recorded writing there
+    (``owned``); a symlink, an unknown file or a changed one makes it not ours."""
+    candidates = [path] if not path.is_dir() or path.is_symlink() else sorted(path.rglob("*"))
+    try:
+        for item in candidates:
+            if item.is_symlink() or not (item.is_file() or item.is_dir()):
+                return False
+            if item.is_file():
+                rel = item.relative_to(user_dir).as_posix()
+                if _sha256(item) not in owned.get(rel, ()):
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+def check_writable(
+    output_dir: Path,
+    name: str,
+    files: Sequence[PlannedFile],
+    force: bool,
+    owned: Owned | None = None,
+) -> None:
+    """Raise OutputError if writing would replace something without ``force`` that is not
+    ``owned`` (recorded by the caller as written by the toolkit, digest for digest)."""
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError(
             f"{output_dir}: exists and is not a folder", hint="choose another --output"
         )
-    existing = existing_outputs(output_dir, name, files)
-    if existing and not force:
-        raise OutputError(
-            f"{existing[0]}: already exists",
-            hint="pass --force to replace it, or choose another --output folder",
-        )
+    if force:
+        return
+    user_dir = output_dir / name
+    for existing in existing_outputs(output_dir, name, files):
+        if owned is None or not is_owned(user_dir, existing, owned):
+            raise OutputError(
+                f"{existing}: already exists",
+                hint="pass --force to replace it, or choose another --output folder",
+            )
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
@@ -306,25 +429,71 @@ def sync_filesystem(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_dir(path: Path) -> None:
+    """Make renames and creations in ``path`` durable (a no-op where folders cannot be synced)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def recover_user(output_dir: Path, name: str) -> list[str]:
+    """Clean what an interrupted :func:`write_user` left in ``OUTPUT/<name>/``: staging folders
+    go; a target folder parked as ``.old-<folder>-<token>`` goes back in place when its
+    replacement is missing, else it goes. Returns what was done, one line each."""
+    user_dir = output_dir / name
+    done: list[str] = []
+    try:
+        names = (STAGING_PREFIX, OLD_PREFIX)
+        leftovers = sorted(p for p in user_dir.iterdir() if p.name.startswith(names))
+    except OSError:
+        return done
+    for path in leftovers:
+        if path.name.startswith(OLD_PREFIX):
+            folder = path.name[len(OLD_PREFIX) :].rsplit("-", 1)[0]
+            final = user_dir / folder
+            if folder and not final.exists():
+                try:
+                    os.replace(path, final)
+                except OSError:
+                    continue  # cannot mend now (read-only?): leave it for the next run
+                done.append(f"restored {final} (an interrupted write had moved it aside)")
+                continue
+        shutil.rmtree(path, ignore_errors=True)
+        done.append(f"removed {path} (left by an interrupted write)")
+    if done:
+        fsync_dir(user_dir)
+    return done
+
+
 def write_user(
     output_dir: Path,
     name: str,
     files: Sequence[PlannedFile],
     *,
     force: bool = False,
+    owned: Owned | None = None,
     durable: bool = True,
 ) -> None:
     """Write every file under ``output_dir/name``; all or nothing (see the module docstring).
 
-    ``durable``: every file and folder is fsynced before this returns. ``durable=False`` is for
-    a batch, which makes a whole group durable at once (:func:`sync_filesystem`) before it
-    reports any of those users written."""
-    check_writable(output_dir, name, files, force)
+    Durable on return: every file is fsynced before the swap, the folder after it; all of a
+    user's files at once (:func:`sync`). ``durable=False`` is for a batch, which makes a whole
+    group durable at once (:func:`sync_filesystem`) before it reports any of those users
+    written. What an interrupted earlier write left in the folder is mended first
+    (:func:`recover_user`)."""
+    recover_user(output_dir, name)
+    check_writable(output_dir, name, files, force, owned)
     user_dir = output_dir / name
     created = not user_dir.exists()
     ensure_private_dir(user_dir)
     token = secrets.token_hex(4)
-    staging = user_dir / f".staging-{token}"
+    staging = user_dir / f"{STAGING_PREFIX}{token}"
     folders = _owned_folders(files)
     swapped: list[tuple[Path, Path | None]] = []  # (target folder, its previous version)
     try:
@@ -343,7 +512,7 @@ def write_user(
             final = user_dir / folder_name
             previous = None
             if final.exists():
-                previous = user_dir / f".old-{folder_name}-{token}"
+                previous = user_dir / f"{OLD_PREFIX}{folder_name}-{token}"
                 os.replace(final, previous)
             swapped.append((final, previous))
             os.replace(staging / folder_name, final)
@@ -351,12 +520,15 @@ def write_user(
             if not planned.folder:
                 os.replace(staging / planned.path, user_dir / planned.path)
         if durable:
-            sync([user_dir, output_dir] if created else [user_dir])  # the renames themselves
+            fsync_dir(user_dir)  # the renames themselves
+            if created:
+                fsync_dir(output_dir)
     except BaseException as exc:  # also Ctrl-C: never leave half-swapped outputs
-        for final, previous in reversed(swapped):
+        # each step is one rename, so a crash in here still leaves what recover_user mends
+        for index, (final, previous) in enumerate(reversed(swapped)):
             with contextlib.suppress(OSError):
                 if final.exists():
-                    shutil.rmtree(final)
+                    os.replace(final, staging / f"undone-{index}")
                 if previous is not None:
                     os.replace(previous, final)
         shutil.rmtree(staging, ignore_errors=True)
@@ -364,7 +536,7 @@ def write_user(
             shutil.rmtree(user_dir, ignore_errors=True)
         if not isinstance(exc, OSError):
             raise
-        raise OutputError(
+        raise WriteError(
             f"{user_dir}: cannot write the outputs ({exc.strerror or exc})",
             hint="check free space and permissions of the output folder; nothing was changed",
         ) from exc
@@ -379,16 +551,22 @@ __all__ = [
     "FILE_MODE",
     "PUBLIC_MODE",
     "PlannedFile",
+    "append_line",
     "atomic_write",
     "can_sync_filesystem",
     "check_writable",
     "ensure_private_dir",
     "exclusive_lock",
     "existing_outputs",
+    "folder_lock",
+    "fsync_dir",
+    "is_owned",
     "make_private",
+    "recover_user",
     "remove_file",
     "remove_tree",
     "sync",
+    "sync_file",
     "sync_filesystem",
     "write_all",
     "write_if_changed",

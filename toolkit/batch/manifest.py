@@ -1,6 +1,9 @@
-"""The batch's record of what it wrote: ``manifest.json`` and ``manifest.csv``.
+"""The batch's report of what it wrote: ``manifest.json`` and ``manifest.csv``.
 
-Written atomically, and only when their content changes (idempotent re-runs leave them alone).
+Derived from the journal (:mod:`toolkit.batch.journal`, the source of truth) and this run's
+outcomes; written atomically, and only when their content changes (idempotent re-runs leave
+them alone). :func:`read_manifest` is read only for output folders of an older version that
+have no journal yet.
 """
 
 from __future__ import annotations
@@ -30,16 +33,17 @@ def read_manifest(output: Path) -> dict[str, dict[str, Any]]:
 def _manifest_records(
     ordered: list[UserOutcome], previous: dict[str, dict[str, Any]]
 ) -> list[dict[str, Any]]:
+    """``previous``: each user's last record in the journal (after this run's appends)."""
     records = []
     for outcome in ordered:
-        if outcome.status == "skipped" and outcome.name in previous:
-            records.append(previous[outcome.name])  # untouched: keep what we knew
+        if outcome.status in ("written", "unchanged", "skipped") and outcome.name in previous:
+            records.append(previous[outcome.name])  # what the journal knows is on disk
             continue
         record = outcome.to_json()
         record.pop("issued", None)  # per run, not state
         record.pop("superseded", None)
         if record["status"] == "unchanged":
-            record["status"] = "written"  # the manifest describes files, not this run
+            record["status"] = "written"
         records.append(record)
     return records
 

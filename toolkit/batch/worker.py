@@ -4,6 +4,11 @@ Each worker loads, plans and writes that user's files itself and returns a small
 :class:`UserOutcome`, so memory stays flat however many users there are. One user's failure
 never touches another user's files. A user whose inputs are unchanged and whose files are
 intact is reported unchanged and not touched.
+
+Crash safety (see :mod:`toolkit.batch.journal`): the worker first mends what an interrupted
+write left in the user's folder, appends a durable ``begin`` event naming the digests it is
+about to swap in, writes, then appends ``done``. Existing outputs are replaced only when their
+digests are ones the journal records for this user (or with ``--force``).
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit import __version__
+from toolkit.batch import journal
 from toolkit.batch.userlist import CASettings, UserEntry
 from toolkit.credentials import load_certificates, read_input
-from toolkit.errors import CAError, ToolkitError
-from toolkit.output import remove_tree, write_user
+from toolkit.errors import CAError, ToolkitError, WriteError
+from toolkit.output import check_writable, is_owned, recover_user, remove_tree, write_user
 from toolkit.package import AzurePackage, load_package
 from toolkit.passphrase import PassphraseSource
 
@@ -45,9 +51,6 @@ class BatchSettings:
     dry_run: bool = False
     renew_within: int | None = None
     guide: bool = True
-    # set by run_batch when it makes groups of users durable at once (output.sync_filesystem)
-    # before it reports them: the workers then write without fsync
-    group_sync: bool = False
     # where passphrase_env variables are looked up (the CLI passes the ones the list names)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -56,7 +59,9 @@ class BatchSettings:
 class UserTask:
     user: UserEntry
     settings: BatchSettings
-    previous: dict[str, Any] | None  # this user's record in the previous manifest
+    previous: dict[str, Any] | None  # this user's last record in the journal
+    # digests the toolkit recorded writing, per path under OUTPUT/<name>/ (journal)
+    owned: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)  # 10 000 of them stay in the main process until the manifest
@@ -75,11 +80,20 @@ class UserOutcome:
     # certificates a renewal in this run superseded: {name, thumbprint_sha1, not_after}
     superseded: list[dict[str, str]] = field(default_factory=list)
     fingerprint: str | None = None
+    fatal: bool = False  # the output folder cannot be written: the batch stops (not in JSON)
 
     def to_json(self) -> dict[str, Any]:
         # shallow on purpose (asdict deep-copies): the values are plain JSON data already
         values = ((f.name, getattr(self, f.name)) for f in fields(self))
-        return {k: v for k, v in values if v is not None and v != []}
+        return {k: v for k, v in values if v is not None and v != [] and k != "fatal"}
+
+    def record(self) -> dict[str, Any]:
+        """What the journal and the manifest keep of a written user."""
+        data = self.to_json()
+        data.pop("issued", None)  # per run, not state
+        data.pop("superseded", None)
+        data["status"] = "written"  # the record describes files, not this run
+        return data
 
 
 # --- per process caches ---------------------------------------------------------------------------
@@ -221,12 +235,15 @@ def _ca_credentials(
     """Cert and key from the CA's ledger; issue (or renew near expiry) when needed. The last
     item lists the certificates a renewal superseded (Azure accepts them until they expire)."""
     from toolkit import ca  # local: only batch users with a CA need it
+    from toolkit.ca.rules import check_email
 
     assert settings.ca is not None  # noqa: S101 - validated before any work
     ca_dir = settings.ca.dir
     entries = ca.read_ledger(ca_dir)  # once: the current entry and the history come from it
     current = ca.find_current(ca_dir, user.name, entries=entries)
     action = _ca_action(current, settings.renew_within)
+    if action == "issued" and user.email is not None:
+        check_email(user.email)  # before any work, and in --dry-run too
     if action == "issued":
         history = [e for e in entries if e.name.casefold() == user.name.casefold()]
         latest = max(history, key=lambda e: e.issued_at, default=None)
@@ -306,37 +323,6 @@ def _unchanged(task: UserTask, fingerprint: str, issued: str | None) -> UserOutc
     return None
 
 
-def carry_unchanged(
-    task: UserTask, ca_current: dict[str, LedgerEntry] | None = None
-) -> UserOutcome | None:
-    """In the main process: the user's ``unchanged`` outcome when nothing about it changed
-    (same fingerprint: inputs hashed, not just stat'ed; every written file hashed against the
-    manifest), else None and a worker does the full work (and the same check). ``ca_current``:
-    :func:`toolkit.ca.current_by_name` of the ledger, read once per batch."""
-    user, settings = task.user, task.settings
-    if task.previous is None or settings.force:
-        return None
-    try:
-        package = _package(settings.package_path)
-        if user.issued_from_ca:
-            current = None if ca_current is None else ca_current.get(user.name.casefold())
-            if settings.ca is None or current is None:
-                return None
-            if _ca_action(current, settings.renew_within) is not None:
-                return None
-            cert, key = _ledger_files(current, settings.ca.dir)
-            if cert is None:
-                return None
-            pfx = None
-        else:
-            cert, key, pfx = user.cert, user.key, user.pfx
-        files = _credential_files(user, cert, key, pfx)
-        fingerprint = _fingerprint(user, settings, package, files, _read_credentials(files))
-    except (ToolkitError, OSError):
-        return None  # the worker reports it properly
-    return _unchanged(task, fingerprint, None)
-
-
 class _DryRunIssue(Exception):
     def __init__(self, action: str) -> None:
         super().__init__(action)
@@ -350,6 +336,8 @@ def process_user(task: UserTask) -> UserOutcome:
         user.name, "failed", display_name=user.display_name, targets=list(user.targets)
     )
     try:
+        if not settings.dry_run:
+            recover_user(settings.output, user.name)  # an interrupted run's leftovers
         package = _package(settings.package_path)
         issued = None
         cert: Path | None
@@ -375,7 +363,7 @@ def process_user(task: UserTask) -> UserOutcome:
         if carried is not None:
             carried.superseded = outcome.superseded
             return carried
-        # local: the main process, which only decides unchanged users, never loads the pipeline
+        # local: only a user that is written needs the pipeline
         from toolkit.plan import CredentialInputs, UserRequest, plan_from_inputs
 
         key_source = None
@@ -408,21 +396,29 @@ def process_user(task: UserTask) -> UserOutcome:
             for f in plan.files
         ]
         outcome.send = plan.send()
+        # outputs are ours to replace when their digests are ones the journal recorded for
+        # this user; anything else needs --force (whatever a manifest says)
+        check_writable(settings.output, plan.name, plan.files, settings.force, task.owned)
         if settings.dry_run:
             outcome.status = "planned"
             return outcome
-        # outputs recorded in our own manifest are ours to replace; anything else needs --force
-        write_user(
-            settings.output,
-            plan.name,
-            plan.files,
-            force=settings.force or previous is not None,
-            durable=not settings.group_sync,
-        )
+        begin = {"event": "begin", "name": user.name, "files": outcome.files}
+        journal.append(settings.output, begin)  # durable before the first rename
+        write_user(settings.output, plan.name, plan.files, force=settings.force, owned=task.owned)
         if previous:
-            for stale in set(previous.get("targets", [])) - set(user.targets):
-                remove_tree(settings.output / plan.name / stale)
+            user_dir = settings.output / plan.name
+            for stale in sorted(set(previous.get("targets", [])) - set(user.targets)):
+                if settings.force or is_owned(user_dir, user_dir / stale, task.owned):
+                    remove_tree(user_dir / stale)
+                elif (user_dir / stale).exists():
+                    outcome.warnings.append(
+                        f"{user_dir / stale} was left in place: it holds files the toolkit "
+                        "did not write"
+                    )
         outcome.status = "written"
+        journal.append(
+            settings.output, {"event": "done", "name": user.name, "record": outcome.record()}
+        )
     except _DryRunIssue as exc:
         outcome.status = "planned"
         outcome.issued = exc.action
@@ -431,10 +427,13 @@ def process_user(task: UserTask) -> UserOutcome:
         outcome.status = "failed"
         outcome.reason = exc.message
         outcome.hint = exc.hint
+        outcome.fatal = isinstance(exc, WriteError)
     except Exception as exc:  # one user's bug must not stop the others
         outcome.status = "failed"
         outcome.reason = f"internal error ({type(exc).__name__})"
         outcome.hint = "run this user alone with 'ovpn-toolkit generate --traceback' and report it"
+    if outcome.status == "failed":
+        outcome.files = []  # claim only files actually written
     return outcome
 
 

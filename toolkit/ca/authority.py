@@ -6,12 +6,14 @@ through the callable the CLI put in it). Errors are ``ToolkitError`` subclasses.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from toolkit.ca import keys
@@ -33,12 +35,18 @@ from toolkit.ca.ledger import (
 from toolkit.ca.root import BACKDATE, CAInfo, _read_info, _read_root_certificate
 from toolkit.ca.rules import check_days, check_email, check_key_type
 from toolkit.credentials import export_pkcs12, load_private_key
-from toolkit.errors import CAError, OutputError
+from toolkit.errors import CAError, OutputError, ToolkitError
 from toolkit.names import check_name
 from toolkit.output import FILE_MODE, PUBLIC_MODE, remove_file, write_all
 from toolkit.passphrase import PassphraseSource
 
 DEFAULT_CLIENT_DAYS = 365
+
+
+def _spki(public_key: object) -> bytes:
+    return public_key.public_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 @dataclass(frozen=True)
@@ -338,7 +346,9 @@ class CertificateAuthority:
         pfx_path = folder / f"{name}.pfx" if signed.pfx is not None else None
         ca_copy = self.paths.certs / f"{serial_hex(serial)}.pem"
         targets = [p for p in (cert_path, key_path, pfx_path) if p is not None]
-        self._refuse_foreign_files(entries, name, targets)
+        self._clean_interrupted_writes(folder, name)
+        leftovers = self._interrupted_issue(entries, cert_path, key_path)
+        self._refuse_foreign_files(entries, name, targets, leftovers)
         if ca_copy.exists():
             raise OutputError(f"{ca_copy} already exists", hint="the CA folder is inconsistent")
 
@@ -395,11 +405,52 @@ class CertificateAuthority:
             for stored in e.files.values()
         }
 
+    def _clean_interrupted_writes(self, folder: Path, name: str) -> None:
+        """Temporary files of an atomic write that was killed (we hold the ledger lock)."""
+        leftovers = [
+            *folder.glob(f".{name}.*.tmp"),
+            *self.paths.certs.glob(".*.pem.*.tmp"),
+            *self.directory.glob(f".{self.paths.ledger.name}.*.tmp"),
+        ]
+        for path in leftovers:
+            remove_file(path)
+
+    def _interrupted_issue(
+        self, entries: Sequence[LedgerEntry], cert_path: Path, key_path: Path
+    ) -> set[Path]:
+        """The files an issue killed before its ledger write left at these paths: a
+        certificate this CA signed, whose copy is in ``certs/`` but whose serial the ledger
+        never recorded, and the key that belongs to it. They are ours to replace."""
+        try:
+            data = cert_path.read_bytes()
+            cert = x509.load_pem_x509_certificate(data)
+            serial = serial_hex(cert.serial_number)
+            copy = (self.paths.certs / f"{serial}.pem").read_bytes()
+        except (OSError, ValueError):
+            return set()
+        if (
+            copy != data
+            or cert.issuer != self.certificate.subject
+            or serial in {e.serial for e in entries}
+        ):
+            return set()
+        found = {cert_path.resolve()}
+        with contextlib.suppress(OSError, ToolkitError):
+            key = load_private_key(key_path.read_bytes(), str(key_path), None)
+            if _spki(key.public_key()) == _spki(cert.public_key()):
+                found.add(key_path.resolve())
+        return found
+
     def _refuse_foreign_files(
-        self, entries: Sequence[LedgerEntry], name: str, targets: Sequence[Path]
+        self,
+        entries: Sequence[LedgerEntry],
+        name: str,
+        targets: Sequence[Path],
+        leftovers: Iterable[Path] = (),
     ) -> None:
-        """Existing files may be replaced only when the ledger records them for this name."""
-        owned = self._owned(entries, name)
+        """Existing files may be replaced only when the ledger records them for this name
+        (or an interrupted issue for this name left them: ``leftovers``)."""
+        owned = self._owned(entries, name) | set(leftovers)
         for path in targets:
             if path.exists() and path.resolve() not in owned:
                 raise OutputError(

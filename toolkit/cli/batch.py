@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -74,6 +78,22 @@ def _summary(result: BatchResult, output: Path, *, dry_run: bool) -> None:
         typer.echo(f"manifest: {output / 'manifest.json'} and manifest.csv ({state})")
 
 
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT (Ctrl-C) and SIGTERM set ``stop``, which the runner polls: it stops the workers,
+    records what finished and returns; the command then exits 130."""
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     @guard
@@ -128,7 +148,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Profiles for every user in a YAML list: validated first, parallel, idempotent.
 
-        Exit 0 when all users succeeded, 3 when some failed, 2 when the file is invalid."""
+        Exit 0 when all users succeeded, 3 when some failed, 2 when the file is invalid, 4 when
+        the output cannot be written, 130 when interrupted (run it again to finish)."""
         from toolkit.batch import BatchSettings, default_jobs, run_batch
         from toolkit.batch.userlist import load_user_list
         from toolkit.batch.worker import STATUSES
@@ -153,48 +174,55 @@ def register(app: typer.Typer) -> None:
             environ={name: os.environ[name] for name in users.env_names() if name in os.environ},
         )
         show_progress = sys.stderr.isatty() and not quiet and not json_output
+        stop = threading.Event()  # set by SIGINT/SIGTERM while the batch runs
         run = functools.partial(
-            run_batch, users, settings, jobs=jobs or default_jobs(), fail_fast=fail_fast
+            run_batch,
+            users,
+            settings,
+            jobs=jobs or default_jobs(),
+            fail_fast=fail_fast,
+            should_stop=stop.is_set,
         )
-        if show_progress:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
+        with _stop_on_signals(stop):
+            if show_progress:
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                )
 
-            with Progress(
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.description}"),
-                transient=True,
-                console=stderr_console(),
-            ) as progress:
-                task = progress.add_task("", total=len(users.users))
+                with Progress(
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    TextColumn("{task.description}"),
+                    transient=True,
+                    console=stderr_console(),
+                ) as progress:
+                    task = progress.add_task("", total=len(users.users))
 
-                def advance(outcome: UserOutcome) -> None:
-                    if outcome.status == "failed":  # at once, above the bar
-                        progress.console.print(
-                            failure_line(outcome), markup=False, highlight=False, soft_wrap=True
-                        )
-                    progress.update(task, advance=1, description=outcome.name)
+                    def advance(outcome: UserOutcome) -> None:
+                        if outcome.status == "failed":  # at once, above the bar
+                            progress.console.print(
+                                failure_line(outcome), markup=False, highlight=False, soft_wrap=True
+                            )
+                        progress.update(task, advance=1, description=outcome.name)
 
-                def starting(name: str) -> None:  # with --jobs 1: the user being worked on
-                    progress.update(task, description=name)
+                    def starting(name: str) -> None:  # with --jobs 1: the user being worked on
+                        progress.update(task, description=name)
 
-                result = run(on_outcome=advance, on_start=starting)
-        elif json_output:
-            result = run()
-        else:
+                    result = run(on_outcome=advance, on_start=starting)
+            elif json_output:
+                result = run()
+            else:
 
-            def report(outcome: UserOutcome) -> None:
-                if outcome.status == "failed":
-                    err(failure_line(outcome))
+                def report(outcome: UserOutcome) -> None:
+                    if outcome.status == "failed":
+                        err(failure_line(outcome))
 
-            result = run(on_outcome=report)
+                result = run(on_outcome=report)
         if json_output:
             print_json(
                 {
@@ -211,6 +239,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(count_line(result))
         else:
             _summary(result, out, dry_run=dry_run)
+        if result.interrupted:
+            err("interrupted: the users above marked skipped were not run; run again to finish")
+            raise typer.Exit(int(ExitCode.INTERRUPTED))
         if result.failed or result.count("skipped"):
             raise typer.Exit(int(ExitCode.PARTIAL))
 
