@@ -23,19 +23,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import functools
 import hashlib
 import os
 import secrets
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 from toolkit.errors import LockedError, OutputError, WriteError
 
@@ -385,50 +382,6 @@ def sync(paths: Sequence[Path]) -> None:
         pass
 
 
-def can_sync_filesystem() -> bool:
-    """Whether :func:`sync_filesystem` is available (Linux: syncfs(2))."""
-    return _syncfs() is not None
-
-
-@functools.cache
-def _syncfs() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes  # local: only a batch needs it
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        function = libc.syncfs
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int]
-    function.restype = ctypes.c_int
-    return cast("Callable[[int], int]", function)
-
-
-def sync_filesystem(path: Path) -> None:
-    """Everything written so far to the file system that holds ``path`` is on disk: one
-    syncfs(2) for a whole group of users written with ``durable=False``. Raises OutputError."""
-    import ctypes
-
-    syncfs = _syncfs()
-    if syncfs is None:
-        raise OutputError("syncfs is not available on this system")
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot open the folder ({exc.strerror})") from exc
-    try:
-        if syncfs(fd) != 0:
-            code = ctypes.get_errno()
-            raise OutputError(
-                f"{path}: the written files could not be made durable ({os.strerror(code)})",
-                hint="check the disk and free space of the output folder",
-            )
-    finally:
-        os.close(fd)
-
-
 def fsync_dir(path: Path) -> None:
     """Make renames and creations in ``path`` durable (a no-op where folders cannot be synced)."""
     try:
@@ -553,7 +506,6 @@ __all__ = [
     "PlannedFile",
     "append_line",
     "atomic_write",
-    "can_sync_filesystem",
     "check_writable",
     "ensure_private_dir",
     "exclusive_lock",
@@ -567,7 +519,6 @@ __all__ = [
     "remove_tree",
     "sync",
     "sync_file",
-    "sync_filesystem",
     "write_all",
     "write_if_changed",
     "write_user",
