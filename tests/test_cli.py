@@ -586,7 +586,7 @@ def test_interrupt_exits_130(files: Files, monkeypatch: pytest.MonkeyPatch) -> N
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("toolkit.cli.profiles.load_package", interrupted)
+    monkeypatch.setattr("toolkit.package.load_package", interrupted)  # imported lazily
     result = run("inspect", files.package)
     assert result.exit_code == ExitCode.INTERRUPTED
     assert result.stderr.strip() == "interrupted"
@@ -834,3 +834,32 @@ def test_hidden_prompt_on_a_terminal(files: Files, client: pki.IssuedCertificate
     assert process.returncode == 0, stderr
     assert PASSPHRASE.encode() not in stdout + stderr
     assert_profile_holds((files.out / "alice" / "ios" / "alice-iphone.ovpn").read_bytes(), client)
+
+
+def test_loading_the_cli_imports_no_heavy_module() -> None:
+    """`--help` stays fast: the core (cryptography, jinja2, yaml) is imported by the commands."""
+    code = (
+        "import sys, toolkit.cli.app; "
+        "print(' '.join(m for m in ('cryptography', 'jinja2', 'yaml') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_cli_constants_match_the_core() -> None:
+    """The help texts' values, kept in toolkit.cli.constants, are the core's values."""
+    from toolkit import ca
+    from toolkit.ca import authority, azure
+    from toolkit.cli import constants
+    from toolkit.targets import DEFAULT_TARGETS, TARGETS
+
+    assert tuple(TARGETS) == constants.TARGET_NAMES
+    assert constants.DEFAULT_TARGETS == DEFAULT_TARGETS
+    assert tuple(ca.KEY_TYPES) == constants.KEY_TYPES
+    assert constants.DEFAULT_ROOT_CN == ca.DEFAULT_ROOT_CN
+    assert constants.DEFAULT_ROOT_DAYS == ca.DEFAULT_ROOT_DAYS
+    assert constants.DEFAULT_CLIENT_DAYS == authority.DEFAULT_CLIENT_DAYS
+    assert constants.DEFAULT_WARN_DAYS == ca.DEFAULT_WARN_DAYS
+    assert constants.GATEWAY_PLACEHOLDER == azure.GATEWAY_PLACEHOLDER
+    assert constants.RG_PLACEHOLDER == azure.RG_PLACEHOLDER

@@ -9,7 +9,7 @@ for an output. Nothing here ever puts key material or a passphrase in a message.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +79,15 @@ class ClientCredentials:
 
 
 # --- reading files ----------------------------------------------------------------------------
-def _read(path: Path, what: str) -> bytes:
+def read_input(path: Path, what: str) -> bytes:
+    """A credential file's bytes, with the checks and messages of the loaders (size, empty,
+    missing); pass them on as ``contents`` so the loaders do not read the file again."""
+    return _read(path, what)
+
+
+def _read(path: Path, what: str, contents: Mapping[Path, bytes] | None = None) -> bytes:
+    if contents is not None and path in contents:
+        return contents[path]
     try:
         size = path.stat().st_size
         if size > MAX_CREDENTIAL_BYTES:
@@ -188,11 +196,19 @@ def load_private_key(
     *,
     what: str = "private key",
     hint: str = PASSPHRASE_HINT,
+    skip_rsa_validation: bool = False,
 ) -> UsableKey:
     """A PEM private key: plain, encrypted PKCS#8, or encrypted traditional (Proc-Type).
 
     ``passphrase`` is a source (resolved, and prompted for, only when the key is encrypted) or
-    the passphrase itself (the CA, opened with bytes it already has)."""
+    the passphrase itself (the CA, opened with bytes it already has).
+
+    ``skip_rsa_validation`` skips OpenSSL's check of an RSA key (about 70 ms per 2048-bit key,
+    most of a batch's time, nearly all of it primality tests of p and q); the cheap arithmetic
+    part is still done here (:func:`_rsa_consistent`). Only for a key the toolkit never signs
+    with and whose public half is then checked against its certificate (a user's client key:
+    :func:`load_pem_credentials`, then ``validation.validate_credentials``). Never for the CA's
+    own key, which signs certificates (``docs/performance.md``)."""
     if b"PRIVATE KEY-----" not in data:
         if PEM_CERT_BEGIN in data:
             raise CredentialsError(
@@ -226,7 +242,9 @@ def load_private_key(
                 f"{label}: the {what} is encrypted and no passphrase was given", hint=hint
             )
     try:
-        key = serialization.load_pem_private_key(data, password=password)
+        key = serialization.load_pem_private_key(
+            data, password=password, unsafe_skip_rsa_key_validation=skip_rsa_validation
+        )
     except TypeError as exc:  # a password for a plain key, or the reverse
         raise CredentialsError(
             f"{label}: the {what} is not encrypted but a passphrase was given",
@@ -250,7 +268,30 @@ def load_private_key(
             f"{label}: the {what} uses an unsupported algorithm or encryption",
             hint="re-export it as PKCS#8: openssl pkcs8 -topk8 -in OLD -out NEW",
         ) from exc
+    if skip_rsa_validation and isinstance(key, rsa.RSAPrivateKey) and not _rsa_consistent(key):
+        raise CredentialsError(
+            f"{label}: the {what} is damaged (its RSA values do not agree)",
+            hint="export the key again, or issue a new certificate",
+        )
     return _usable_key(key, label)
+
+
+def _rsa_consistent(key: rsa.RSAPrivateKey) -> bool:
+    """The arithmetic OpenSSL's check does, without its costly primality tests of p and q:
+    n = p*q, the exponents and the CRT values agree (microseconds, not ~70 ms)."""
+    numbers = key.private_numbers()
+    p, q, d = numbers.p, numbers.q, numbers.d
+    n, e = numbers.public_numbers.n, numbers.public_numbers.e
+    return (
+        p > 1
+        and q > 1
+        and p * q == n
+        and (d * e) % (p - 1) == 1
+        and (d * e) % (q - 1) == 1
+        and numbers.dmp1 == d % (p - 1)
+        and numbers.dmq1 == d % (q - 1)
+        and (numbers.iqmp * q) % p == 1
+    )
 
 
 def _order_chain(
@@ -277,9 +318,15 @@ def load_pem_credentials(
     key_path: Path | None,
     passphrase: PassphraseSource,
     chain_paths: Sequence[Path] = (),
+    *,
+    contents: Mapping[Path, bytes] | None = None,
 ) -> ClientCredentials:
-    """``--cert`` (+ ``--key``; the key may also sit in the cert file) and ``--chain`` files."""
-    cert_data = _read(cert_path, "certificate")
+    """``--cert`` (+ ``--key``; the key may also sit in the cert file) and ``--chain`` files.
+
+    The client key is loaded without OpenSSL's RSA consistency check (see
+    :func:`load_private_key`): it is only ever exported into profiles, never used to sign, and
+    callers check it against the certificate (``validation.validate_credentials``)."""
+    cert_data = _read(cert_path, "certificate", contents)
     certs = load_certificates(cert_data, str(cert_path))
     leaf = certs[0]
     leaves = [c for c in certs if not _is_ca(c)]
@@ -297,11 +344,11 @@ def load_pem_credentials(
             )
         key_path, key_data = cert_path, cert_data
     else:
-        key_data = _read(key_path, "key")
-    key = load_private_key(key_data, str(key_path), passphrase)
+        key_data = _read(key_path, "key", contents)
+    key = load_private_key(key_data, str(key_path), passphrase, skip_rsa_validation=True)
     extras = list(certs[1:])
     for path in chain_paths:
-        extras.extend(load_certificates(_read(path, "chain"), str(path)))
+        extras.extend(load_certificates(_read(path, "chain", contents), str(path)))
     chain, _roots = _order_chain(leaf, extras)
     return ClientCredentials(leaf, key, tuple(chain), str(cert_path), str(key_path))
 
@@ -314,10 +361,14 @@ def _is_ca(cert: x509.Certificate) -> bool:
 
 
 def load_pfx_credentials(
-    pfx_path: Path, passphrase: PassphraseSource, chain_paths: Sequence[Path] = ()
+    pfx_path: Path,
+    passphrase: PassphraseSource,
+    chain_paths: Sequence[Path] = (),
+    *,
+    contents: Mapping[Path, bytes] | None = None,
 ) -> ClientCredentials:
     """A PKCS#12 as Windows exports it (3DES/SHA1 or AES/SHA256); its chain certs are used."""
-    data = _read(pfx_path, "PKCS#12")
+    data = _read(pfx_path, "PKCS#12", contents)
     label = str(pfx_path)
     password = passphrase.resolve(label, ask=False)
     attempts: list[bytes | None] = [password] if password is not None else [None, b""]
@@ -364,7 +415,7 @@ def load_pfx_credentials(
     key = _usable_key(loaded.key, label)
     extras = [c.certificate for c in loaded.additional_certs]
     for path in chain_paths:
-        extras.extend(load_certificates(_read(path, "chain"), str(path)))
+        extras.extend(load_certificates(_read(path, "chain", contents), str(path)))
     chain, _roots = _order_chain(loaded.cert.certificate, extras)
     return ClientCredentials(loaded.cert.certificate, key, tuple(chain), label, label)
 
@@ -381,22 +432,24 @@ def load_credentials(
     pfx: Path | None,
     chain: Sequence[Path] = (),
     passphrase: PassphraseSource,
+    contents: Mapping[Path, bytes] | None = None,
 ) -> ClientCredentials:
-    """Dispatch on what the user gave: ``--pfx`` or ``--cert`` (+ ``--key``)."""
+    """Dispatch on what the user gave: ``--pfx`` or ``--cert`` (+ ``--key``). ``contents``:
+    files already read (:func:`read_input`), by path."""
     if pfx is not None and (cert is not None or key is not None):
         raise UsageError(
             "--pfx cannot be combined with --cert/--key",
             hint="give either a PKCS#12 file or a PEM certificate and key",
         )
     if pfx is not None:
-        return load_pfx_credentials(pfx, passphrase, chain)
+        return load_pfx_credentials(pfx, passphrase, chain, contents=contents)
     if cert is None:
         raise UsageError(
             "no client credentials given",
             hint="pass --cert FILE --key FILE, or --pfx FILE (see 'ovpn-toolkit ca issue' to "
             "make them)",
         )
-    return load_pem_credentials(cert, key, passphrase, chain)
+    return load_pem_credentials(cert, key, passphrase, chain, contents=contents)
 
 
 def load_roots(paths: Sequence[Path]) -> list[x509.Certificate]:
@@ -452,4 +505,5 @@ __all__ = [
     "load_pfx_credentials",
     "load_private_key",
     "load_roots",
+    "read_input",
 ]

@@ -30,6 +30,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,18 +123,39 @@ def write_if_changed(path: Path, data: bytes, mode: int = FILE_MODE) -> bool:
 
 
 def write_all(files: Sequence[tuple[Path, bytes, int]]) -> None:
-    """Write every file, or none: files created here are removed again if one write fails."""
+    """Write every file, or none: files created here are removed again if one write fails.
+
+    Each is written to a temporary file beside it; all of them are made durable together
+    (:func:`sync`), then renamed into place, then their folders are synced."""
     created: list[Path] = []
+    temps: list[tuple[str, Path]] = []
     try:
         for path, data, mode in files:
+            ensure_private_dir(path.parent)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append((tmp, path))
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), mode)
+                handle.write(data)
+        sync([Path(tmp) for tmp, _path in temps])
+        for tmp, path in temps:
             existed = path.exists()
-            atomic_write(path, data, mode)
+            os.replace(tmp, path)
             if not existed:
                 created.append(path)
-    except BaseException:
+        sync(list(dict.fromkeys(path.parent for _tmp, path in temps)))
+    except BaseException as exc:
+        for tmp, _path in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         for path in created:
             with contextlib.suppress(OSError):
                 path.unlink()
+        if isinstance(exc, OSError):
+            raise OutputError(
+                f"{exc.filename or 'a file'}: cannot write ({exc.strerror})",
+                hint="check free space and permissions of the output folder",
+            ) from exc
         raise
 
 
@@ -326,13 +348,38 @@ def check_writable(
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` with ``data``; made durable afterwards, with the others (:func:`sync`)."""
     path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as handle:
         os.fchmod(handle.fileno(), mode)
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+
+
+_SYNC_THREADS = 8
+_sync_pool: ThreadPoolExecutor | None = None
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync(paths: Sequence[Path]) -> None:
+    """fsync every file and folder in ``paths``, all at once: issued together from threads,
+    the file system commits them in one journal transaction instead of one after another."""
+    global _sync_pool
+    if len(paths) <= 1:
+        for path in paths:
+            _fsync_path(path)
+        return
+    if _sync_pool is None:
+        _sync_pool = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="ovpn-toolkit-fsync")
+    for _ in _sync_pool.map(_fsync_path, paths):  # re-raises the first OSError
+        pass
 
 
 def fsync_dir(path: Path) -> None:
@@ -384,11 +431,15 @@ def write_user(
     *,
     force: bool = False,
     owned: Owned | None = None,
+    durable: bool = True,
 ) -> None:
     """Write every file under ``output_dir/name``; all or nothing (see the module docstring).
 
-    Durable on return: every file is fsynced before the swap, the folder after it. What an
-    interrupted earlier write left in the folder is mended first (:func:`recover_user`)."""
+    Durable on return: every file is fsynced before the swap, the folder after it; all of a
+    user's files at once (:func:`sync`). ``durable=False`` is for a batch, which makes a whole
+    group durable at once (:func:`sync_filesystem`) before it reports any of those users
+    written. What an interrupted earlier write left in the folder is mended first
+    (:func:`recover_user`)."""
     recover_user(output_dir, name)
     check_writable(output_dir, name, files, force, owned)
     user_dir = output_dir / name
@@ -402,9 +453,14 @@ def write_user(
         staging.mkdir(mode=DIR_MODE)
         for planned in files:
             _write_new(staging / planned.path, planned.data, planned.mode)
+        new_dirs = [staging]
         for folder in (staging / f for f in folders):
             for sub in [folder, *[d for d in folder.rglob("*") if d.is_dir()]]:
                 os.chmod(sub, DIR_MODE)
+                new_dirs.append(sub)
+        # durable before anything is swapped in: the files' data and the new folders' entries
+        if durable:
+            sync([*(staging / f.path for f in files), *new_dirs])
         for folder_name in folders:
             final = user_dir / folder_name
             previous = None
@@ -416,9 +472,10 @@ def write_user(
         for planned in files:
             if not planned.folder:
                 os.replace(staging / planned.path, user_dir / planned.path)
-        fsync_dir(user_dir)
-        if created:
-            fsync_dir(output_dir)
+        if durable:
+            fsync_dir(user_dir)  # the renames themselves
+            if created:
+                fsync_dir(output_dir)
     except BaseException as exc:  # also Ctrl-C: never leave half-swapped outputs
         # each step is one rename, so a crash in here still leaves what recover_user mends
         for index, (final, previous) in enumerate(reversed(swapped)):
@@ -460,6 +517,7 @@ __all__ = [
     "recover_user",
     "remove_file",
     "remove_tree",
+    "sync",
     "sync_file",
     "write_all",
     "write_if_changed",

@@ -6,6 +6,7 @@ Everything is read in memory; nothing is ever extracted. Entries with absolute p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import zipfile
@@ -71,7 +72,7 @@ class AzurePackage:
     def has_profile(self) -> bool:
         return self.profile_text is not None
 
-    @property
+    @functools.cached_property
     def profile_sha256(self) -> str | None:
         if self.profile_text is None:
             return None
@@ -116,9 +117,14 @@ class AzurePackage:
         return settings
 
     def profile(self) -> Profile:
-        """A fresh, editable parse of the template (PackageError when there is none)."""
+        """A fresh, editable copy of the template (parsed once per package, then cloned;
+        PackageError when the package has no OpenVPN profile)."""
         if self.profile_text is None:
             self.require_profile("requested")
+        return self._template.clone()
+
+    @functools.cached_property
+    def _template(self) -> Profile:
         return Profile.parse(self.profile_text or "", self.source_label)
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -45,6 +45,8 @@ class CredentialInputs:
     pfx: Path | None = None
     chain: tuple[Path, ...] = ()
     passphrase: PassphraseSource = field(default_factory=PassphraseSource)
+    # files the caller already read (credentials.read_input), so they are not read twice
+    contents: Mapping[Path, bytes] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,7 @@ def plan_from_inputs(
         pfx=inputs.pfx,
         chain=inputs.chain,
         passphrase=inputs.passphrase,
+        contents=inputs.contents,
     )
     return plan_user(package, creds, request, roots=roots, now=now)
 

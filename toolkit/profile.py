@@ -7,6 +7,7 @@ input re-serializes byte-identically (after line-ending normalisation: LF, no BO
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -225,6 +226,24 @@ class Profile:
 
     def copy(self) -> Profile:
         return Profile.parse(self.serialize(), self.source) if self.items else Profile([])
+
+    def clone(self) -> Profile:
+        """An independent copy without re-parsing: every item copied, with its own lists."""
+        items: list[Item] = []
+        for item in self.items:
+            if isinstance(item, Directive):
+                items.append(Directive(item.line, item.name, list(item.args), item.raw))
+            elif isinstance(item, Block):
+                items.append(
+                    Block(item.line, item.name, list(item.body), item.open_raw, item.close_raw)
+                )
+            elif isinstance(item, Blank):
+                items.append(Blank(item.line, item.raw))
+            elif isinstance(item, Comment):
+                items.append(Comment(item.line, item.raw))
+            else:
+                items.append(copy.copy(item))
+        return Profile(items, self.trailing_newline, self.source)
 
     # --- queries -------------------------------------------------------------------------
     def directives(self, name: str | None = None) -> Iterator[Directive]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from toolkit import __version__
 from toolkit.batch.worker import BatchSettings, UserOutcome
+from toolkit.jsontext import write_indented
 from toolkit.output import write_if_changed
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -47,6 +48,23 @@ def _manifest_records(
     return records
 
 
+def _indented_json(document: dict[str, Any]) -> bytes:
+    """``json.dumps(document, indent=2) + "\\n"`` as UTF-8, built without the two extra full
+    copies of the text (10 000 users make about 20 MB of it)."""
+    buffer = io.BytesIO()
+    write_indented(document, lambda text: buffer.write(text.encode("utf-8")))
+    buffer.write(b"\n")
+    return buffer.getvalue()
+
+
+def _holds(path: Path, document: dict[str, Any]) -> bool:
+    """Whether ``path`` already holds ``document`` (parsed back: the C parser is fast)."""
+    try:
+        return bool(json.loads(path.read_bytes()) == document)
+    except (OSError, ValueError):
+        return False
+
+
 def write_manifest(
     output: Path,
     settings: BatchSettings,
@@ -61,7 +79,6 @@ def write_manifest(
         "package": str(settings.package_path),
         "users": records,
     }
-    data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
@@ -98,6 +115,9 @@ def write_manifest(
                 " ".join(s["path"] for s in user.get("send", [])),
             ]
         )
-    wrote_json = write_if_changed(output / "manifest.json", data)
+    if _holds(output / "manifest.json", document):
+        wrote_json = False  # the same document: skip the (slow, indented) serialisation
+    else:
+        wrote_json = write_if_changed(output / "manifest.json", _indented_json(document))
     wrote_csv = write_if_changed(output / "manifest.csv", buffer.getvalue().encode())
     return wrote_json or wrote_csv

@@ -61,12 +61,12 @@ def preflight(users: UserList, settings: BatchSettings) -> None:
         return
     from toolkit import ca
 
-    needs_key = False
-    for user in users.users:
-        current = ca.find_current(settings.ca.dir, user.name) if user.issued_from_ca else None
-        if user.issued_from_ca and worker._ca_action(current, settings.renew_within) is not None:
-            needs_key = True
-            break
+    current = ca.current_by_name(ca.read_ledger(settings.ca.dir))  # one read, not one per user
+    needs_key = any(
+        user.issued_from_ca
+        and worker._ca_action(current.get(user.name.casefold()), settings.renew_within) is not None
+        for user in users.users
+    )
     if needs_key:
         source = PassphraseSource(
             settings.ca.passphrase_env, settings.ca.passphrase_file, environ=settings.environ
@@ -176,8 +176,7 @@ def run_batch(
 ) -> BatchResult:
     """Run every user. ``should_stop`` is polled (the CLI sets it on SIGINT/SIGTERM): the run
     then stops its workers, records what finished and returns with ``interrupted`` set."""
-    worker._PACKAGES.clear()  # a package replaced since an earlier run in this process is re-read
-    worker._AUTHORITIES.clear()
+    worker.clear_caches()  # a package replaced since an earlier run in this process is re-read
     preflight(users, settings)
     with _output_lock(settings.output, settings.dry_run):
         if not settings.dry_run:

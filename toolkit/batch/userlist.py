@@ -313,6 +313,24 @@ class _Validator:
         return result
 
 
+def _compose_fast(text: str) -> yaml.Node | None:
+    """The node tree by libyaml (~20x faster for a long list), when it is the same tree the
+    pure-Python loader builds: no '*' in the text (so no alias to refuse) and no error (the
+    Python loader then reports it, with its messages). None: use the Python loader."""
+    loader_class = getattr(yaml, "CSafeLoader", None)
+    if loader_class is None or "*" in text or not text.strip():
+        return None
+    try:
+        loader = loader_class(text)
+        try:
+            node: yaml.Node | None = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError:
+        return None
+    return node
+
+
 def _load_document(source: Path) -> yaml.Node:
     try:
         size = source.stat().st_size
@@ -326,11 +344,13 @@ def _load_document(source: Path) -> yaml.Node:
     except OSError as exc:
         raise UserListError(f"{source}: cannot read ({exc.strerror})") from exc
     try:
-        loader = _NoAliasLoader(text)
-        try:
-            node = loader.get_single_node()
-        finally:
-            loader.dispose()
+        node = _compose_fast(text)
+        if node is None:
+            loader = _NoAliasLoader(text)
+            try:
+                node = loader.get_single_node()
+            finally:
+                loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)

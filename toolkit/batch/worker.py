@@ -15,23 +15,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit import __version__
 from toolkit.batch import journal
 from toolkit.batch.identity import SignSettings
 from toolkit.batch.userlist import CASettings, UserEntry
-from toolkit.credentials import load_roots
+from toolkit.credentials import load_certificates, read_input
 from toolkit.errors import CAError, ToolkitError, WriteError
 from toolkit.output import check_writable, is_owned, recover_user, remove_tree, write_user
 from toolkit.package import AzurePackage, load_package
 from toolkit.passphrase import PassphraseSource
-from toolkit.plan import CredentialInputs, UserRequest, plan_from_inputs
 from toolkit.signing import ProfileSigner, load_signer
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from toolkit.ca import LedgerEntry
 
 Status = Literal["written", "unchanged", "failed", "planned", "skipped"]
 STATUSES: tuple[Status, ...] = ("written", "unchanged", "planned", "failed", "skipped")
@@ -62,7 +67,7 @@ class UserTask:
     owned: dict[str, list[str]] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)  # 10 000 of them stay in the main process until the manifest
 class UserOutcome:
     name: str
     status: Status
@@ -81,7 +86,9 @@ class UserOutcome:
     fatal: bool = False  # the output folder cannot be written: the batch stops (not in JSON)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, []) and k != "fatal"}
+        # shallow on purpose (asdict deep-copies): the values are plain JSON data already
+        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return {k: v for k, v in values if v is not None and v != [] and k != "fatal"}
 
     def record(self) -> dict[str, Any]:
         """What the journal and the manifest keep of a written user."""
@@ -96,6 +103,16 @@ class UserOutcome:
 _PACKAGES: dict[Path, AzurePackage] = {}
 _AUTHORITIES: dict[Path, Any] = {}  # CA folder -> toolkit.ca.CertificateAuthority
 _SIGNERS: dict[SignSettings, ProfileSigner] = {}
+# roots files -> their certificates and digests: read once per process, not once per user
+_ROOTS: dict[tuple[Path, ...], tuple[list[x509.Certificate], list[str | None]]] = {}
+
+
+def clear_caches() -> None:
+    """Forget packages, CAs and roots read earlier in this process (a new batch re-reads)."""
+    _PACKAGES.clear()
+    _AUTHORITIES.clear()
+    _ROOTS.clear()
+    _SIGNERS.clear()
 
 
 def _package(path: Path) -> AzurePackage:
@@ -116,8 +133,40 @@ def _digest(paths: list[Path | None]) -> list[str | None]:
     return [hashlib.sha256(p.read_bytes()).hexdigest() if p else None for p in paths]
 
 
+def _roots(paths: tuple[Path, ...]) -> tuple[list[x509.Certificate], list[str | None]]:
+    if paths not in _ROOTS:
+        certs: list[x509.Certificate] = []
+        digests: list[str | None] = []
+        for path in paths:
+            data = read_input(path, "root certificate")
+            certs.extend(load_certificates(data, str(path)))
+            digests.append(hashlib.sha256(data).hexdigest())
+        _ROOTS[paths] = (certs, digests)
+    return _ROOTS[paths]
+
+
+def _read_credentials(paths: list[tuple[Path | None, str]]) -> dict[Path, bytes]:
+    """Each credential file read once: hashed for the fingerprint, then handed to the loader."""
+    return {p: read_input(p, what) for p, what in paths if p is not None}
+
+
+def _credential_files(
+    user: UserEntry, cert: Path | None, key: Path | None, pfx: Path | None
+) -> list[tuple[Path | None, str]]:
+    return [
+        (cert, "certificate"),
+        (key, "key"),
+        (pfx, "PKCS#12"),
+        *((c, "chain") for c in user.chain),
+    ]
+
+
 def _fingerprint(
-    user: UserEntry, settings: BatchSettings, package: AzurePackage, cred_files: list[Path | None]
+    user: UserEntry,
+    settings: BatchSettings,
+    package: AzurePackage,
+    cred_files: list[tuple[Path | None, str]],
+    contents: dict[Path, bytes],
 ) -> str:
     """Everything the outputs depend on; passphrases are not (the output key is the same).
 
@@ -127,9 +176,12 @@ def _fingerprint(
         "tool": __version__,
         "package": package.content_sha256,
         "package_source": Path(package.source).name,
-        "user": {k: v for k, v in asdict(user).items() if k != "line"},
-        "credentials": _digest(cred_files),
-        "roots": _digest(list(settings.roots)),
+        "user": {f.name: getattr(user, f.name) for f in fields(user) if f.name != "line"},
+        "credentials": [
+            hashlib.sha256(contents[p]).hexdigest() if p is not None else None
+            for p, _what in cred_files
+        ],
+        "roots": _roots(settings.roots)[1],
         "sign": _digest([settings.sign.cert, settings.sign.key]) if settings.sign else None,
         "warn_days": settings.warn_days,
         "guide": settings.guide,
@@ -137,11 +189,24 @@ def _fingerprint(
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _file_sha256(path: str) -> str:
+    """The digest of a file's bytes (os-level reads: the re-run hashes every output)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
 def _intact(output: Path, record: dict[str, Any]) -> bool:
+    """Every file the record lists is there with the recorded content (hashed, not stat'ed)."""
+    base = os.fspath(output)
     for entry in record.get("files", []):
-        path = output / entry["path"]
         try:
-            if hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+            if _file_sha256(os.path.join(base, entry["path"])) != entry["sha256"]:
                 return False
         except OSError:
             return False
@@ -195,12 +260,13 @@ def _ca_credentials(
 
     assert settings.ca is not None  # noqa: S101 - validated before any work
     ca_dir = settings.ca.dir
-    current = ca.find_current(ca_dir, user.name)
+    entries = ca.read_ledger(ca_dir)  # once: the current entry and the history come from it
+    current = ca.find_current(ca_dir, user.name, entries=entries)
     action = _ca_action(current, settings.renew_within)
     if action == "issued" and user.email is not None:
         check_email(user.email)  # before any work, and in --dry-run too
     if action == "issued":
-        history = [e for e in ca.read_ledger(ca_dir) if e.name.casefold() == user.name.casefold()]
+        history = [e for e in entries if e.name.casefold() == user.name.casefold()]
         latest = max(history, key=lambda e: e.issued_at, default=None)
         if latest is not None and latest.status == "revoked":
             raise CAError(
@@ -225,7 +291,11 @@ def _ca_credentials(
             _AUTHORITIES[ca_dir] = authority
         if action == "issued":
             result = authority.issue(
-                user.name, email=user.email, days=user.days, key_type=user.key_type
+                user.name,
+                email=user.email,
+                days=user.days,
+                key_type=user.key_type,
+                ledger=entries,  # just read: not parsed again before the key is made
             )
         else:
             result = authority.renew(user.name, days=user.days)
@@ -240,14 +310,38 @@ def _ca_credentials(
         ]
         return result.cert_path, result.key_path, action, superseded
     assert current is not None  # noqa: S101
-    cert, key = current.path(ca_dir, "cert"), current.path(ca_dir, "key")
-    if cert is None or key is None or not cert.exists() or not key.exists():
+    cert, key = _ledger_files(current, ca_dir)
+    if cert is None or key is None:
         raise CAError(
             f"{ca_dir}: the ledger names files for '{user.name}' that are missing",
             hint="restore them, or revoke and reissue: "
             + _ca_command(settings, "renew", user.name),
         )
     return cert, key, None, []
+
+
+def _ledger_files(entry: LedgerEntry, ca_dir: Path) -> tuple[Path | None, Path | None]:
+    """The entry's certificate and key files, or (None, None) when either is missing."""
+    cert, key = entry.path(ca_dir, "cert"), entry.path(ca_dir, "key")
+    if cert is None or key is None or not cert.exists() or not key.exists():
+        return None, None
+    return cert, key
+
+
+def _unchanged(task: UserTask, fingerprint: str, issued: str | None) -> UserOutcome | None:
+    """The previous outcome carried over when the inputs and the written files are unchanged."""
+    previous, settings = task.previous, task.settings
+    if (
+        previous is not None
+        and not settings.force
+        and previous.get("fingerprint") == fingerprint
+        and previous.get("status") in ("written", "unchanged")
+        and _intact(settings.output, previous)
+    ):
+        carried = UserOutcome(**{**_outcome_fields(previous), "status": "unchanged"})
+        carried.issued = issued
+        return carried
+    return None
 
 
 class _DryRunIssue(Exception):
@@ -281,20 +375,18 @@ def process_user(task: UserTask) -> UserOutcome:
                 user.passphrase_env, user.passphrase_file, environ=settings.environ
             )
         outcome.issued = issued
-        fingerprint = _fingerprint(user, settings, package, [cert, key, pfx, *user.chain])
+        files = _credential_files(user, cert, key, pfx)
+        contents = _read_credentials(files)
+        fingerprint = _fingerprint(user, settings, package, files, contents)
         outcome.fingerprint = fingerprint
         previous = task.previous
-        if (
-            previous is not None
-            and not settings.force
-            and previous.get("fingerprint") == fingerprint
-            and previous.get("status") in ("written", "unchanged")
-            and _intact(settings.output, previous)
-        ):
-            carried = UserOutcome(**{**_outcome_fields(previous), "status": "unchanged"})
-            carried.issued = issued
+        carried = _unchanged(task, fingerprint, issued)
+        if carried is not None:
             carried.superseded = outcome.superseded
             return carried
+        # local: only a user that is written needs the pipeline
+        from toolkit.plan import CredentialInputs, UserRequest, plan_from_inputs
+
         key_source = None
         if user.key_passphrase_env or user.key_passphrase_file:
             key_source = PassphraseSource(
@@ -308,7 +400,9 @@ def process_user(task: UserTask) -> UserOutcome:
         signs = {"mobileconfig", "ikev2"} & set(user.targets)
         plan = plan_from_inputs(
             package,
-            CredentialInputs(cert=cert, key=key, pfx=pfx, chain=user.chain, passphrase=source),
+            CredentialInputs(
+                cert=cert, key=key, pfx=pfx, chain=user.chain, passphrase=source, contents=contents
+            ),
             UserRequest(
                 name=user.name,
                 display_name=user.display_name,
@@ -322,7 +416,7 @@ def process_user(task: UserTask) -> UserOutcome:
                 embed_pkcs12_password=user.embed_pkcs12_password,
                 signer=_signer(settings.sign) if signs else None,
             ),
-            roots=load_roots(list(settings.roots)),
+            roots=_roots(settings.roots)[0],
         )
         outcome.display_name = plan.display_name
         outcome.certificate = plan.certificate.to_json()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -81,6 +81,19 @@ class IssueResult:
         return tuple(p for p in found if p is not None)
 
 
+@dataclass(frozen=True)
+class _Signed:
+    """A certificate signed before the ledger lock is taken, with its files' bytes."""
+
+    issued: keys.IssuedCertificate = field(repr=False)
+    serial: int
+    key_pem: bytes = field(repr=False)
+    pfx: bytes | None = field(repr=False)
+    warnings: tuple[str, ...]
+    # what was asked, to sign again under the lock in the (never seen) case of a serial clash
+    request: tuple[str, str | None, int, bytes | None, bool] = field(repr=False)
+
+
 def _already_issued(entry: LedgerEntry) -> CAError:
     return CAError(
         f"{entry.name!r} already has a valid certificate (thumbprint {entry.thumbprint_sha1}, "
@@ -145,6 +158,7 @@ class CertificateAuthority:
         pfx_password: bytes | None = None,
         pfx_legacy: bool = False,
         now: dt.datetime | None = None,
+        ledger: Sequence[LedgerEntry] | None = None,
     ) -> IssueResult:
         """Issue a client certificate for ``name`` (CN = ``email`` when given, else ``name``).
 
@@ -160,25 +174,27 @@ class CertificateAuthority:
         checked_type = check_key_type(key_type)
         moment = _utc(now or keys.utcnow())
         self._check_root(moment)
-        current = _current(_load_entries(self.paths), name, moment)  # fail fast, before keygen
+        # fail fast, before keygen; ``ledger``: the caller's fresh read, not parsed again
+        known = list(ledger) if ledger is not None else _load_entries(self.paths)
+        current = _current(known, name, moment)
         if current is not None:
             raise _already_issued(current)
-        key = keys.generate_key(checked_type)  # the slow part, outside the lock
+        # the slow parts outside the lock (other workers issue meanwhile): key, signature,
+        # PKCS#12; under the lock only the ledger's read-check-write and the files
+        key = keys.generate_key(checked_type)
+        signed = self._sign(known, name, email, days, key, pfx_password, pfx_legacy, moment)
         with _ledger_lock(self.paths):
             entries = _load_entries(self.paths)
             current = _current(entries, name, moment)
             if current is not None:
                 raise _already_issued(current)
-            return self._sign_and_record(
+            return self._record(
                 entries,
+                signed,
                 name=name,
                 email=email,
-                days=days,
                 key_type=checked_type,
-                key=key,
                 output_dir=output_dir,
-                pfx_password=pfx_password,
-                pfx_legacy=pfx_legacy,
                 moment=moment,
                 replaces=_active(entries, name),  # expired but still marked valid
                 renewed_from=None,
@@ -200,10 +216,14 @@ class CertificateAuthority:
         name = check_name(name, "certificate name")
         moment = _utc(now or keys.utcnow())
         self._check_root(moment)
-        old = self._renewable(_load_entries(self.paths), name)
+        known = _load_entries(self.paths)
+        old = self._renewable(known, name)
         lifetime = (old.not_after - old.not_before).total_seconds() / 86400
         new_days = check_days(days if days is not None else max(1, round(lifetime)))
         key = keys.generate_key(old.key_type)
+        signed = self._sign(
+            known, old.name, old.email, new_days, key, pfx_password, pfx_legacy, moment
+        )
         with _ledger_lock(self.paths):
             entries = _load_entries(self.paths)
             latest = self._renewable(entries, name)
@@ -213,16 +233,13 @@ class CertificateAuthority:
                     hint="run the command again",
                 )
             old_cert = latest.path(self.directory, "cert")
-            return self._sign_and_record(
+            return self._record(
                 entries,
+                signed,
                 name=latest.name,
                 email=latest.email,
-                days=new_days,
                 key_type=latest.key_type,
-                key=key,
                 output_dir=output_dir or (old_cert.parent if old_cert else None),
-                pfx_password=pfx_password,
-                pfx_legacy=pfx_legacy,
                 moment=moment,
                 replaces=_active(entries, name),
                 renewed_from=latest.serial,
@@ -240,23 +257,18 @@ class CertificateAuthority:
             )
         return active[-1]
 
-    def _sign_and_record(
+    def _sign(
         self,
-        entries: list[LedgerEntry],
-        *,
+        entries: Sequence[LedgerEntry],
         name: str,
         email: str | None,
         days: int,
-        key_type: KeyType,
         key: keys.PrivateKey,
-        output_dir: Path | None,
         pfx_password: bytes | None,
         pfx_legacy: bool,
         moment: dt.datetime,
-        replaces: Sequence[LedgerEntry],
-        renewed_from: str | None,
-    ) -> IssueResult:
-        """Sign, write the files and the ledger. Called with the ledger lock held."""
+    ) -> _Signed:
+        """The certificate and the bytes of its files; no lock needed (see :meth:`_record`)."""
         used = {e.serial for e in entries}
         serial = keys.random_serial()
         while serial_hex(serial) in used:  # 2**-126 per pair, but never reuse one
@@ -280,11 +292,59 @@ class CertificateAuthority:
             not_before=not_before,
             not_after=not_after,
         )
+        pfx = None
+        if pfx_password is not None:
+            pfx = export_pkcs12(
+                issued.private_key,
+                issued.certificate,
+                [self.certificate],
+                pfx_password,
+                friendly_name=email or name,
+                legacy=pfx_legacy,
+            )
+        return _Signed(
+            issued,
+            serial,
+            issued.key_pem(),
+            pfx,
+            tuple(warnings),
+            (name, email, days, pfx_password, pfx_legacy),
+        )
+
+    def _record(
+        self,
+        entries: list[LedgerEntry],
+        signed: _Signed,
+        *,
+        name: str,
+        email: str | None,
+        key_type: KeyType,
+        output_dir: Path | None,
+        moment: dt.datetime,
+        replaces: Sequence[LedgerEntry],
+        renewed_from: str | None,
+    ) -> IssueResult:
+        """Write the files and the ledger. Called with the ledger lock held, ``entries`` read
+        under it: a serial another process took meanwhile (never seen) is signed anew."""
+        if serial_hex(signed.serial) in {e.serial for e in entries}:
+            _name, _email, days, pfx_password, pfx_legacy = signed.request
+            signed = self._sign(
+                entries,
+                name,
+                email,
+                days,
+                signed.issued.private_key,
+                pfx_password,
+                pfx_legacy,
+                moment,
+            )
+        issued, serial = signed.issued, signed.serial
+        warnings = list(signed.warnings)
         cert = issued.certificate
         folder = Path(output_dir) if output_dir is not None else self.paths.issued / name
         cert_path = folder / f"{name}.pem"
         key_path = folder / f"{name}.key"
-        pfx_path = folder / f"{name}.pfx" if pfx_password is not None else None
+        pfx_path = folder / f"{name}.pfx" if signed.pfx is not None else None
         ca_copy = self.paths.certs / f"{serial_hex(serial)}.pem"
         targets = [p for p in (cert_path, key_path, pfx_path) if p is not None]
         self._clean_interrupted_writes(folder, name)
@@ -296,18 +356,10 @@ class CertificateAuthority:
         files: list[tuple[Path, bytes, int]] = [
             (ca_copy, issued.cert_pem, PUBLIC_MODE),
             (cert_path, issued.cert_pem, PUBLIC_MODE),
-            (key_path, issued.key_pem(), FILE_MODE),
+            (key_path, signed.key_pem, FILE_MODE),
         ]
-        if pfx_path is not None and pfx_password is not None:
-            data = export_pkcs12(
-                issued.private_key,
-                issued.certificate,
-                [self.certificate],
-                pfx_password,
-                friendly_name=email or name,
-                legacy=pfx_legacy,
-            )
-            files.append((pfx_path, data, FILE_MODE))
+        if pfx_path is not None and signed.pfx is not None:
+            files.append((pfx_path, signed.pfx, FILE_MODE))
         write_all(files)
         stale = folder / f"{name}.pfx"
         owned_stale = stale.exists() and stale.resolve() in self._owned(entries, name)

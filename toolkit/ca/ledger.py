@@ -314,10 +314,29 @@ def _active(entries: Sequence[LedgerEntry], name: str) -> list[LedgerEntry]:
 
 
 def find_current(
-    directory: Path, name: str, *, now: dt.datetime | None = None
+    directory: Path,
+    name: str,
+    *,
+    now: dt.datetime | None = None,
+    entries: Sequence[LedgerEntry] | None = None,
 ) -> LedgerEntry | None:
-    """The certificate issued for ``name`` that is valid now (not revoked, superseded, expired)."""
-    return _current(read_ledger(directory), name, _utc(now or keys.utcnow()))
+    """The certificate issued for ``name`` that is valid now (not revoked, superseded, expired).
+
+    ``entries``: the ledger already read (:func:`read_ledger`), so it is not parsed again."""
+    found = read_ledger(directory) if entries is None else entries
+    return _current(found, name, _utc(now or keys.utcnow()))
+
+
+def current_by_name(
+    entries: Sequence[LedgerEntry], *, now: dt.datetime | None = None
+) -> dict[str, LedgerEntry]:
+    """Each name's (case-folded) certificate valid now, from one read of the ledger."""
+    moment = _utc(now or keys.utcnow())
+    current: dict[str, LedgerEntry] = {}
+    for entry in entries:  # in issue order: the last valid one wins, as in find_current
+        if entry.state(moment, warn_days=0) == "valid":
+            current[entry.name.casefold()] = entry
+    return current
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,17 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from toolkit.batch import BatchResult, BatchSettings, UserOutcome, default_jobs, run_batch
-from toolkit.batch.schema import json_schema
-from toolkit.batch.userlist import load_user_list
-from toolkit.batch.worker import STATUSES
 from toolkit.cli.ca import superseded_line
 from toolkit.cli.common import SCHEMA_VERSION, JsonOpt, err, guard, print_json, stderr_console
 from toolkit.errors import ExitCode, UserListError
+
+# the core is imported inside the commands: `--help` must not load cryptography, jinja2, yaml
+if TYPE_CHECKING:
+    from toolkit.batch import BatchResult, UserOutcome
 
 
 def users_count(n: int) -> str:
@@ -30,6 +30,8 @@ def users_count(n: int) -> str:
 
 def count_line(result: BatchResult) -> str:
     """The summary line of every mode (normal and -q): "2 users: 1 written, 1 failed"."""
+    from toolkit.batch.worker import STATUSES
+
     counts = ", ".join(f"{result.count(s)} {s}" for s in STATUSES if result.count(s))
     return f"{users_count(len(result.outcomes))}: {counts}"
 
@@ -148,6 +150,10 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 when all users succeeded, 3 when some failed, 2 when the file is invalid, 4 when
         the output cannot be written, 130 when interrupted (run it again to finish)."""
+        from toolkit.batch import BatchSettings, default_jobs, run_batch
+        from toolkit.batch.userlist import load_user_list
+        from toolkit.batch.worker import STATUSES
+
         try:
             users = load_user_list(users_file)
         except UserListError as exc:
@@ -247,4 +253,6 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Print the JSON Schema of the batch user list (for editors)."""
+        from toolkit.batch.schema import json_schema
+
         print_json(json_schema())

@@ -6,14 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from toolkit import ca
-from toolkit.ca.authority import DEFAULT_CLIENT_DAYS
-from toolkit.ca.azure import GATEWAY_PLACEHOLDER, RG_PLACEHOLDER
-from toolkit.ca.ledger import CAPaths
 from toolkit.cli.common import (
     PASSPHRASE_ENV_HELP,
     PASSPHRASE_FILE_HELP,
@@ -25,9 +21,38 @@ from toolkit.cli.common import (
     print_json,
     warn,
 )
+from toolkit.cli.constants import (
+    DEFAULT_CLIENT_DAYS,
+    DEFAULT_ROOT_CN,
+    DEFAULT_ROOT_DAYS,
+    DEFAULT_WARN_DAYS,
+    GATEWAY_PLACEHOLDER,
+    KEY_TYPES,
+    RG_PLACEHOLDER,
+)
 from toolkit.errors import CredentialsError, UsageError
-from toolkit.names import check_name
 from toolkit.passphrase import PassphraseSource
+
+if TYPE_CHECKING:
+    from toolkit import ca
+else:
+
+    class _LazyCA:
+        """``toolkit.ca``, imported on first use: `--help` must not load cryptography."""
+
+        def __getattr__(self, name: str) -> Any:
+            import toolkit.ca
+
+            return getattr(toolkit.ca, name)
+
+    ca = _LazyCA()
+
+
+def check_name(name: str, what: str) -> str:
+    from toolkit.names import check_name as check
+
+    return check(name, what)
+
 
 ca_app = typer.Typer(
     help="A certificate authority for Azure P2S: create the root, issue per-user client "
@@ -52,7 +77,7 @@ PassFileOpt = Annotated[
     typer.Option("--passphrase-file", help="CA key: " + PASSPHRASE_FILE_HELP, show_default=False),
 ]
 KeyTypeOpt = Annotated[
-    str, typer.Option("--key-type", help="Key type: " + ", ".join(ca.KEY_TYPES) + ".")
+    str, typer.Option("--key-type", help="Key type: " + ", ".join(KEY_TYPES) + ".")
 ]
 GatewayOpt = Annotated[
     str | None,
@@ -239,10 +264,10 @@ def init_command(
         Path,
         typer.Option("--output", "-o", help="The new CA folder (made 0700).", show_default=False),
     ],
-    cn: Annotated[str, typer.Option("--cn", help="Common name of the root.")] = ca.DEFAULT_ROOT_CN,
+    cn: Annotated[str, typer.Option("--cn", help="Common name of the root.")] = DEFAULT_ROOT_CN,
     days: Annotated[
         int, typer.Option("--days", help="Validity of the root in days.")
-    ] = ca.DEFAULT_ROOT_DAYS,
+    ] = DEFAULT_ROOT_DAYS,
     key_type: KeyTypeOpt = "rsa2048",
     passphrase_env: PassEnvOpt = None,
     passphrase_file: PassFileOpt = None,
@@ -463,13 +488,15 @@ def list_command(
                 "command": "ca list",
                 "ca": str(ca_dir),
                 "expiring_within": expiring_within,
-                "warn_days": ca.DEFAULT_WARN_DAYS if expiring_within is None else expiring_within,
+                "warn_days": DEFAULT_WARN_DAYS if expiring_within is None else expiring_within,
                 "certificates": [row.to_json() for row in rows],
             }
         )
         return
     if not rows:
         if expiring_within is None:
+            from toolkit.ca.ledger import CAPaths
+
             typer.echo(f"No certificates issued yet ({CAPaths(ca_dir).ledger}).")
         else:
             typer.echo(f"No valid certificate expires within {expiring_within} days.")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import getpass
-import json
 import os
 import sys
 import traceback
@@ -19,9 +18,9 @@ from typing import Annotated, Any, Optional, ParamSpec, TypeVar
 
 import typer
 
+from toolkit.cli.constants import DEFAULT_TARGETS, TARGET_NAMES
 from toolkit.errors import ExitCode, ToolkitError, exit_code_for
 from toolkit.passphrase import PassphraseSource
-from toolkit.targets import DEFAULT_TARGETS, TARGETS
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -95,7 +94,14 @@ def plain_source(env: str | None, file: Path | None) -> PassphraseSource:
 
 
 def print_json(document: Any) -> None:
-    typer.echo(json.dumps(document, indent=2, sort_keys=False))
+    """The document as ``json.dumps(document, indent=2)`` and a newline, written in pieces: a
+    batch of 10 000 users is never held as one string."""
+    from toolkit.jsontext import write_indented
+
+    out = sys.stdout
+    write_indented(document, out.write)
+    out.write("\n")
+    out.flush()
 
 
 PASSPHRASE_ENV_HELP = "Read the passphrase from this environment variable."  # noqa: S105
@@ -129,7 +135,7 @@ TargetOpt = Annotated[
         "--target",
         "-t",
         metavar="TARGET",
-        help=f"Output target, repeatable: {', '.join(TARGETS)}. "
+        help=f"Output target, repeatable: {', '.join(TARGET_NAMES)}. "
         f"Default: {' and '.join(DEFAULT_TARGETS)}.",
         show_default=False,
     ),

@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.batch.worker import STATUSES
 from toolkit.cli.common import SCHEMA_VERSION, JsonOpt, guard, print_json
-from toolkit.demo import run_demo
 from toolkit.errors import ExitCode
 
 
@@ -26,6 +24,9 @@ def register(app: typer.Typer) -> None:
         json_output: JsonOpt = False,
     ) -> None:
         """Run the batch flow on built-in synthetic material (DEMO): package, CA, users.yaml."""
+        from toolkit.batch.worker import STATUSES
+        from toolkit.demo import run_demo
+
         result = run_demo(output, force=force)
         if json_output:
             print_json(

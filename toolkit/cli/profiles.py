@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from toolkit.check import check_profile
 from toolkit.cli.common import (
     SCHEMA_VERSION,
     JsonOpt,
@@ -22,17 +21,13 @@ from toolkit.cli.common import (
     print_json,
     warn,
 )
-from toolkit.credentials import load_roots
+from toolkit.cli.constants import DEFAULT_TARGETS, TARGET_NAMES
 from toolkit.errors import ExitCode, ProfileError, UsageError
-from toolkit.findings import Finding
-from toolkit.inspection import inspect_package
-from toolkit.output import check_writable, write_user
-from toolkit.package import check_output_location, load_package
-from toolkit.plan import CredentialInputs, UserPlan, UserRequest, plan_from_inputs
-from toolkit.profile import Profile
-from toolkit.signing import load_signer
-from toolkit.targets import DEFAULT_TARGETS, TARGETS
-from toolkit.targets.tunnelblick import check_bundle, read_bundle
+
+# the core is imported inside the commands: `--help` must not load cryptography or jinja2
+if TYPE_CHECKING:
+    from toolkit.findings import Finding
+    from toolkit.plan import UserPlan
 
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Output folder.")]
 
@@ -44,6 +39,8 @@ def _print_warnings(findings: list[Finding]) -> None:
 
 
 def _plan_summary(plan: UserPlan, output: Path, *, dry_run: bool) -> None:
+    from toolkit.targets import TARGETS
+
     verb = "would write" if dry_run else "wrote"
     cert = plan.certificate
     typer.echo(
@@ -62,6 +59,8 @@ def _plan_summary(plan: UserPlan, output: Path, *, dry_run: bool) -> None:
 
 
 def _next_steps(plan: UserPlan, output: Path) -> list[str]:
+    from toolkit.targets import TARGETS
+
     user_dir = output / plan.name
     steps = [TARGETS[t.target].next_step(user_dir / t.deliverable.path) for t in plan.targets]
     if plan.guide is not None:
@@ -247,6 +246,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Write one user's profiles: validate the package and credentials first, then write."""
+        from toolkit.credentials import load_roots
+        from toolkit.output import check_writable, write_user
+        from toolkit.package import check_output_location, load_package
+        from toolkit.plan import CredentialInputs, UserRequest, plan_from_inputs
+        from toolkit.signing import load_signer
+
         if disable_dco and "openvpn" not in (target or DEFAULT_TARGETS):
             raise UsageError(
                 "--disable-dco applies to the openvpn target only", hint="add --target openvpn"
@@ -325,6 +330,10 @@ def register(app: typer.Typer) -> None:
         json_output: JsonOpt = False,
     ) -> None:
         """Show what a package holds and what `generate` would change for each target."""
+        from toolkit.inspection import inspect_package
+        from toolkit.package import load_package
+        from toolkit.targets import TARGETS
+
         azure = load_package(package)
         report = inspect_package(azure)
         if json_output:
@@ -391,7 +400,9 @@ def register(app: typer.Typer) -> None:
         ],
         target: Annotated[
             str,
-            typer.Option("--target", "-t", metavar="TARGET", help=f"One of: {', '.join(TARGETS)}."),
+            typer.Option(
+                "--target", "-t", metavar="TARGET", help=f"One of: {', '.join(TARGET_NAMES)}."
+            ),
         ],
         passphrase_env: PassEnvOpt = None,
         passphrase_file: PassFileOpt = None,
@@ -399,6 +410,11 @@ def register(app: typer.Typer) -> None:
         json_output: JsonOpt = False,
     ) -> None:
         """Lint a finished profile for a client. Exit 0 when clean, 5 with errors."""
+        from toolkit.check import check_profile
+        from toolkit.profile import Profile
+        from toolkit.targets import TARGETS
+        from toolkit.targets.tunnelblick import check_bundle, read_bundle
+
         bundle_findings: list[Finding] = []
         if profile_path.is_dir() or profile_path.suffix.lower() == ".zip":
             if target != "tunnelblick":
