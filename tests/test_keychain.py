@@ -208,6 +208,7 @@ def test_send_list_guide_and_next_step_name_both_files_but_not_the_password(
     assert first < section.index(identity) < section.index("type the <strong>password") < second
     display = user["display_name"]  # the identity's friendly name, shown in the picker
     assert second < section.index(profile) < section.index(f"pick <strong>{display}</strong>")
+    assert identity not in section[second:].split("Good to know")[0]
     assert "Delete Profile" in section  # the old profile
     assert "password</strong> your administrator gives you separately" in section
 
