@@ -119,7 +119,8 @@ def send_list(
     name: str, targets: Sequence[TargetPlan], guide: PlannedFile | None
 ) -> list[dict[str, str]]:
     """``[{target, platform, path}]``: the files to send per target (paths under OUTPUT; one for
-    most targets, the identity and the profile for ios-keychain), then the guide (platform ``all``); the manifest and ``--json`` list exactly these."""
+    most targets, the identity and the profile for ios-keychain), then the guide (platform
+    ``all``); the manifest and ``--json`` list exactly these."""
     send = [
         {"target": t.target, "platform": t.platform, "path": f"{name}/{d.path}"}
         for t in targets
