@@ -826,6 +826,22 @@ def test_the_manifest_and_json_list_exactly_the_files_to_send(team: Team) -> Non
     assert f"send (Mac): {team.out / 'dave/tunnelblick/dave-mac.tblk.zip'}" in text
 
 
+def test_the_manifest_sends_both_keychain_files_but_not_the_password(team: Team) -> None:
+    team.edit_yaml("    targets: [ios]\n", "    targets: [ios-keychain]\n")  # carol
+    team.ok()
+    stem = "carol/ios-keychain/carol-iphone-keychain"
+    assert (team.out / f"{stem}-password.txt").is_file()
+    expected = [f"{stem}.ovpn12", f"{stem}.ovpn", "carol/INSTALL.html"]
+    assert [s["path"] for s in team.manifest()["carol"]["send"]] == expected
+    with (team.out / "manifest.csv").open() as handle:
+        rows = {row["name"]: row for row in csv.DictReader(handle)}
+    assert rows["carol"]["send"].split() == expected
+    text = team.ok("--force").stdout
+    for path in expected[:2]:
+        assert f"send (iPhone): {team.out / path}" in text
+    assert "password.txt" not in text
+
+
 def test_contact_from_the_file_and_per_user_reaches_the_guide(team: Team) -> None:
     text = team.users_yaml.read_text()
     text = text.replace("users:\n", "contact: IT desk <it@contoso.example>\nusers:\n", 1)

@@ -49,6 +49,8 @@ def test_keyless_profile_and_identity(package_zip: Path, client_files: ClientFil
         f"{STEM}.ovpn",
         f"{STEM}-password.txt",
     ]
+    # the identity, then the profile; the password file goes by another channel
+    assert [f.path for f in target.deliverables] == [f"{STEM}.ovpn12", f"{STEM}.ovpn"]
     assert target.deliverable.path == f"{STEM}.ovpn12"
     profile = Profile.parse(_file(plan, f"{STEM}.ovpn"), "keychain.ovpn")
     assert profile.block("key") is None and profile.first("key") is None
@@ -167,3 +169,51 @@ def test_check_ios_keychain_refuses_external_pki_meta(
     assert "key-in-keychain-profile" in {
         f.code for f in check_profile(with_key, "ios-keychain").findings
     }
+
+
+def test_send_list_guide_and_next_step_name_both_files_but_not_the_password(
+    package_zip: Path, client_files: ClientFiles, tmp_path: Path
+) -> None:
+    def generate(out: Path, *extra: str) -> str:
+        result = runner.invoke(
+            app,
+            [
+                "generate", str(package_zip), "--cert", str(client_files.cert), "--key",
+                str(client_files.key), "-n", "alice", "-t", "ios-keychain", "-o", str(out),
+                *extra,
+            ],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    document = json.loads(generate(tmp_path / "json", "--json"))
+    user = document["user"]
+    assert [(s["target"], s["platform"], s["path"]) for s in user["send"]] == [
+        ("ios-keychain", "iPhone", f"alice/{STEM}.ovpn12"),
+        ("ios-keychain", "iPhone", f"alice/{STEM}.ovpn"),
+        ("guide", "all", "alice/INSTALL.html"),
+    ]
+    folder = tmp_path / "json" / "alice"
+    assert (folder / f"{STEM}-password.txt").is_file()  # written, but not in the send list
+    password = (folder / f"{STEM}-password.txt").read_text().strip()
+    guide = (folder / "INSTALL.html").read_text("utf-8")
+    assert password not in guide
+    identity = '<code class="file">alice-iphone-keychain.ovpn12</code>'
+    profile = '<code class="file">alice-iphone-keychain.ovpn</code>'
+    assert identity in guide and profile in guide
+    assert "password.txt" not in guide
+    section = guide.split('<section id="iphone-keychain">')[1].split("</section>")[0]
+    # step 1 the identity with its password, step 2 the profile and the certificate to pick
+    first, second = section.index("Step 1"), section.index("Step 2")
+    assert first < section.index(identity) < section.index("type the <strong>password") < second
+    display = user["display_name"]  # the identity's friendly name, shown in the picker
+    assert second < section.index(profile) < section.index(f"pick <strong>{display}</strong>")
+    assert identity not in section[second:].split("Good to know")[0]
+    assert "Delete Profile" in section  # the old profile
+    assert "password</strong> your administrator gives you separately" in section
+
+    text = generate(tmp_path / "text")
+    folder = tmp_path / "text" / "alice"
+    (step,) = [line for line in text.splitlines() if "iPhone (keychain)" in line]
+    assert f"send {folder / STEM}.ovpn12 and {folder / STEM}.ovpn;" in step
+    assert f"({folder / STEM}-password.txt unless you chose one) by another channel" in step

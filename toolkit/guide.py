@@ -7,7 +7,7 @@ template); it names the files to send and holds no secret.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 
 from toolkit.errors import UsageError
@@ -40,17 +40,17 @@ def render_guide(
     display_name: str,
     gateway: str,
     certificate: CertificateSummary,
-    deliverables: Mapping[str, PlannedFile],
+    deliverables: Mapping[str, Sequence[PlannedFile]],
     key_protected: bool,
     contact: str | None = None,
     openvpn_log: str | None = None,
     ikev2_password: bool = True,
 ) -> PlannedFile:
-    """The guide for one user; ``deliverables`` maps each target to the file sent for it."""
+    """The guide for one user; ``deliverables`` maps each target to the files sent for it."""
 
-    def file_of(target: str) -> str | None:
-        planned = deliverables.get(target)
-        return str(PurePosixPath(planned.path)) if planned else None
+    def file_of(target: str, index: int = 0) -> str | None:
+        planned = deliverables.get(target, ())
+        return str(PurePosixPath(planned[index].path)) if len(planned) > index else None
 
     html = render(
         "install-guide.html.j2",
@@ -64,6 +64,8 @@ def render_guide(
         ios_profile=file_of("ios"),
         openvpn_profile=file_of("openvpn"),
         ikev2_profile=file_of("ikev2"),
+        keychain_identity=file_of("ios-keychain"),
+        keychain_profile=file_of("ios-keychain", 1),
         ikev2_password=ikev2_password,
         key_protected=key_protected,
         contact=contact or "",

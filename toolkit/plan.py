@@ -85,7 +85,7 @@ class UserPlan:
         return [*files, self.guide] if self.guide else files
 
     def send(self) -> list[dict[str, str]]:
-        """What the administrator sends, per platform: one file per target, and the guide."""
+        """What the administrator sends, per platform: the targets' files, and the guide."""
         return send_list(self.name, self.targets, self.guide)
 
     def to_json(self) -> dict[str, Any]:
@@ -120,11 +120,13 @@ class UserPlan:
 def send_list(
     name: str, targets: Sequence[TargetPlan], guide: PlannedFile | None
 ) -> list[dict[str, str]]:
-    """``[{target, platform, path}]``: the one file to send per target (paths under OUTPUT),
-    then the guide (platform ``all``); the manifest and ``--json`` list exactly these."""
+    """``[{target, platform, path}]``: the files to send per target (paths under OUTPUT; one for
+    most targets, the identity and the profile for ios-keychain), then the guide (platform
+    ``all``); the manifest and ``--json`` list exactly these."""
     send = [
-        {"target": t.target, "platform": t.platform, "path": f"{name}/{t.deliverable.path}"}
+        {"target": t.target, "platform": t.platform, "path": f"{name}/{d.path}"}
         for t in targets
+        for d in t.deliverables
     ]
     if guide is not None:
         send.append({"target": "guide", "platform": "all", "path": f"{name}/{guide.path}"})
@@ -298,7 +300,7 @@ def plan_user(
             display_name=display,
             gateway=package_gateway_host(package),
             certificate=summary,
-            deliverables={plan.target: plan.deliverable for plan in plans},
+            deliverables={plan.target: plan.deliverables for plan in plans},
             key_protected=key_passphrase is not None,
             contact=contact,
             ikev2_password=not request.embed_pkcs12_password,

@@ -2,7 +2,8 @@
 
 The demo (``python -m toolkit demo``) writes real guides for alice, bob, carol and dave; then
 dave's key gets a passphrase and a user with the longest allowed names is added (erin, iPhone and
-computer) and the batch re-run, so the guides cover every target mix, the passphrase steps and
+computer) and one with the identity in the iPhone keychain (frank: a .ovpn12, then a keyless
+profile), and the batch re-run, so the guides cover every target mix, the passphrase steps and
 escaping. Each guide is loaded from its file:// URL at a phone width (390 px, mobile emulation, so
 the viewport meta tag matters) and a desktop width (1280 px) and checked for: no horizontal
 overflow, nothing loaded (no resource entries, no CSP violations, no console messages), links
@@ -58,12 +59,16 @@ ERIN = "erin.fabrikam-remote-engineering-westeurope-gateway-01"
 ERIN_DISPLAY = "Erin<&>'Fabrikam\"" + "RemoteEngineeringWestEuropeGateway" * 2 + "(P2S)"
 ERIN_CONTACT = 'Ops <ops@fabrikam.example> & "Desk" ' + "WestEuropeRemoteEngineering" * 3
 DEMO_CONTACT = "Contoso IT desk, it@contoso.example (DEMO)"
+KEYCHAIN = "frank"  # the identity in the iPhone keychain: two files and a password
 ERIN_YAML = f"""\
   - name: {ERIN}
     email: erin@fabrikam.example
     display_name: '{ERIN_DISPLAY.replace("'", "''")}'
     contact: '{ERIN_CONTACT.replace("'", "''")}'
     targets: [ios, openvpn, ikev2]
+  - name: {KEYCHAIN}
+    email: frank@contoso.example
+    targets: [ios-keychain]
 """
 
 # Collects CSP violations from the first moment of every page (DevTools scripts ignore the CSP).
@@ -94,8 +99,8 @@ return {
   files: [...document.querySelectorAll('code.file')].map(e => e.textContent.trim()),
   body: document.body.innerText,
   steps: [...document.querySelectorAll('ol')].map(e => e.innerText).join('\\n'),
-  sections: {mac: text('mac'), iphone: text('iphone'), windows: text('windows'),
-             linux: text('linux'), admin: text('admin')},
+  sections: {mac: text('mac'), iphone: text('iphone'), keychain: text('iphone-keychain'),
+             windows: text('windows'), linux: text('linux'), admin: text('admin')},
   navShown: [...document.querySelectorAll('nav')].some(e => getComputedStyle(e).display !== 'none'),
 };
 """
@@ -157,7 +162,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def guides(demo: Path) -> list[Guide]:
     found = [Guide(p.parent.name, p.parent) for p in sorted(demo.glob("*/INSTALL.html"))]
-    assert [g.user for g in found] == ["alice", "bob", "carol", "dave", ERIN]
+    assert [g.user for g in found] == ["alice", "bob", "carol", "dave", ERIN, KEYCHAIN]
     protected = [g.user for g in found if g.key_protected()]
     assert protected == [PROTECTED_USER]
     return found
@@ -317,7 +322,8 @@ def test_links_are_real_links_with_large_targets(
         external = {link["href"] for link in snap["links"]} & EXTERNAL_LINKS
         assert ("https://tunnelblick.net/" in external) == (snap["sections"]["mac"] is not None)
         app_store = "https://apps.apple.com/app/openvpn-connect/id590379981"
-        assert (app_store in external) == (snap["sections"]["iphone"] is not None)
+        iphone = snap["sections"]["iphone"] or snap["sections"]["keychain"]
+        assert (app_store in external) == (iphone is not None)
 
 
 def test_every_file_named_is_in_the_users_folder_and_every_delivery_is_named(
@@ -356,7 +362,7 @@ def test_the_contact_is_shown_as_given(
 
 
 def _ios_display_name(folder: Path) -> str:
-    for line in next(folder.glob("ios/*.ovpn")).read_text().splitlines():
+    for line in next(folder.glob("ios*/*.ovpn")).read_text().splitlines():
         if line.startswith("# OVPN_ACCESS_SERVER_PROFILE="):
             return line.split("=", 1)[1]
     raise AssertionError(f"{folder}: no display name in the ios profile")
@@ -374,7 +380,8 @@ def test_steps_use_the_names_the_apps_show(
         else:
             assert sections["mac"] is None
         # OpenVPN Connect shows the profile's OVPN_ACCESS_SERVER_PROFILE name
-        assert f"Tap the switch next to {_ios_display_name(guide.folder)}" in sections["iphone"]
+        phone = sections["iphone"] if (guide.folder / "ios").is_dir() else sections["keychain"]
+        assert f"Tap the switch next to {_ios_display_name(guide.folder)}" in phone
         computers = sorted(guide.folder.glob("openvpn/*.ovpn"))
         if computers:
             # OpenVPN GUI and NetworkManager name a profile after its file
@@ -408,7 +415,7 @@ def test_technical_details_only_for_the_administrator_at_the_end(
 ) -> None:
     for guide in guides:
         snap = _phone(pages, guide)
-        profile = next(guide.folder.glob("ios/*.ovpn")).read_text()
+        profile = next(guide.folder.glob("ios*/*.ovpn")).read_text()
         gateway = re.search(r"^remote (\S+)", profile, re.M)
         assert gateway is not None
         record = manifest[guide.user]
@@ -450,3 +457,25 @@ def test_the_checks_catch_overflow_a_load_and_a_dead_link(browser: Any, tmp_path
     assert snap["violations"] and snap["violations"][0].startswith("img-src")
     with pytest.raises(AssertionError):
         _assert_loads_nothing(snap)
+
+
+def test_the_keychain_guide_has_two_steps_and_the_password_by_another_channel(
+    pages: dict[str, dict[str, dict[str, Any]]], guides: list[Guide]
+) -> None:
+    for guide in guides:
+        section = _phone(pages, guide)["sections"]["keychain"]
+        identities = sorted(guide.folder.glob("ios-keychain/*.ovpn12"))
+        if not identities:
+            assert section is None, guide.user
+            continue
+        assert guide.user == KEYCHAIN and section is not None
+        identity, profile = identities[0].name, identities[0].with_suffix(".ovpn").name
+        display = _ios_display_name(guide.folder)
+        first, second = section.index("Step 1"), section.index("Step 2")
+        # step 1: the identity and its password; step 2: the profile, then the certificate
+        assert first < section.index(identity) < section.index("type the password") < second
+        assert identity not in section[second:].split("Good to know")[0]
+        assert section.index(profile, second) < section.index(f"pick {display}")
+        assert "Delete Profile" in section  # the old profile goes first
+        assert "password your administrator gives you separately" in section
+        assert not any(p.name in _phone(pages, guide)["body"] for p in guide.folder.rglob("*.txt"))

@@ -61,14 +61,20 @@ class TargetContext:
 @dataclass
 class TargetPlan:
     """One target's outputs: files (under the folder named like the target), edits, warnings;
-    ``deliverable`` is the one file the administrator sends for this target."""
+    ``deliverables`` are the files the administrator sends for this target, in the order the
+    user opens them (ios-keychain: the identity, then the profile)."""
 
     target: str
     files: list[PlannedFile]
     edits: list[Edit]
     warnings: list[Finding]
-    deliverable: PlannedFile
+    deliverables: tuple[PlannedFile, ...]
     platform: str = ""
+
+    @property
+    def deliverable(self) -> PlannedFile:
+        """The first file to send (the only one for most targets)."""
+        return self.deliverables[0]
 
     @property
     def folder(self) -> str:
@@ -117,16 +123,16 @@ class Target(abc.ABC):
     def next_step(self, file_to_send: Path) -> str:
         """One line for the administrator: what to send and what the user does with it."""
 
-    def deliverable(self, files: list[PlannedFile]) -> PlannedFile:
-        """The file the administrator sends (by default the first one rendered)."""
-        return files[0]
+    def deliverables(self, files: list[PlannedFile]) -> tuple[PlannedFile, ...]:
+        """The files the administrator sends (by default the first one rendered)."""
+        return (files[0],)
 
     def plan(
         self, profile: Profile, ctx: TargetContext, edits: list[Edit], warnings: list[Finding]
     ) -> TargetPlan:
         files = self.render(profile, ctx)
         return TargetPlan(
-            self.name, files, edits, warnings, self.deliverable(files), platform=self.platform
+            self.name, files, edits, warnings, self.deliverables(files), platform=self.platform
         )
 
 

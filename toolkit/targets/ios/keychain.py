@@ -108,6 +108,10 @@ class IOSKeychainTarget(Target):
             *password_files,
         ]
 
+    def deliverables(self, files: list[PlannedFile]) -> tuple[PlannedFile, ...]:
+        """The identity, then the profile; never the password file (it goes by another channel)."""
+        return (files[0], files[1])
+
     def lint(self, profile: Profile) -> list[Finding]:
         findings = IOSTarget().lint(profile)
         if profile.block("key") is not None or profile.first("key") is not None:
@@ -137,8 +141,8 @@ class IOSKeychainTarget(Target):
         profile = file_to_send.with_suffix(".ovpn")
         password = file_to_send.with_name(file_to_send.stem + "-password.txt")
         return (
-            f"iPhone (keychain): send {file_to_send} first, then {profile}; the password "
-            f"({password} unless you chose one) by another channel; the user imports the "
-            "identity in OpenVPN Connect, then adds the profile and picks the identity "
-            "(docs/how-to/ios.md)"
+            f"iPhone (keychain): send {file_to_send} and {profile}; the identity's password "
+            f"({password} unless you chose one) by another channel, never with the files; "
+            "the user opens the .ovpn12 in OpenVPN Connect first, then imports the profile and "
+            "picks the certificate (INSTALL.html, docs/how-to/ios.md)"
         )
