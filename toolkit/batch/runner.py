@@ -114,6 +114,25 @@ def _output_lock(output: Path, dry_run: bool) -> Iterator[None]:
         yield
 
 
+class _Pool(cf.ProcessPoolExecutor):
+    """A process pool whose workers are born with SIGINT ignored.
+
+    A spawned worker imports the toolkit before its initializer runs; a Ctrl-C to the process
+    group in that moment would print a KeyboardInterrupt traceback from the worker. SIG_IGN,
+    unlike a Python handler, survives exec: the main process ignores SIGINT for the instant of
+    each spawn (a signal in those few milliseconds is not seen by the main process)."""
+
+    def _spawn_process(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            super()._spawn_process()  # type: ignore[misc]
+            return
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            super()._spawn_process()  # type: ignore[misc]
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
 def _ignore_interrupts(main_pid: int) -> None:
     """Worker initializer: Ctrl-C reaches the whole process group; only the main process acts
     on it. SIGTERM (sent by the main process when stopping) unwinds the current user (the
@@ -227,7 +246,7 @@ def _run_locked(
             record(process_user(task))
     else:
         context = multiprocessing.get_context("spawn")
-        pool = cf.ProcessPoolExecutor(
+        pool = _Pool(
             max_workers=jobs,
             mp_context=context,
             initializer=_ignore_interrupts,
