@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# one worker builds the wheel once for the module (not once per xdist worker)
+pytestmark = pytest.mark.xdist_group("wheel")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
