@@ -136,7 +136,7 @@ def test_edits_keep_other_items() -> None:
     out = profile.serialize()
     assert "verb 3" not in out
     assert 'client\nsetenv FRIENDLY_NAME "Alice (Contoso)"\nremote' in out
-    assert Profile.parse(SAMPLE).copy().serialize() == SAMPLE
+    assert Profile.parse(SAMPLE).clone().serialize() == SAMPLE
     with pytest.raises(ValueError, match="not part"):
         profile.replace(verb, Blank(0, ""))
 

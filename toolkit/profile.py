@@ -224,9 +224,6 @@ class Profile:
     def to_bytes(self) -> bytes:
         return self.serialize().encode("utf-8")
 
-    def copy(self) -> Profile:
-        return Profile.parse(self.serialize(), self.source) if self.items else Profile([])
-
     def clone(self) -> Profile:
         """An independent copy without re-parsing: every item copied, with its own lists."""
         items: list[Item] = []
