@@ -77,6 +77,11 @@ def netns_unavailable_reason() -> str | None:
     for program in ("openvpn", "ip", "ss", "ping"):
         if shutil.which(program) is None:
             return f"'{program}' is not installed"
+    return namespace_probe_failure()
+
+
+def namespace_probe_failure() -> str | None:
+    """Why a tun device in a new network namespace cannot be had here (None when it can)."""
     if not Path("/dev/net/tun").exists():
         return "/dev/net/tun is missing"
     probe = f"ovt-probe-{secrets.token_hex(4)}"

@@ -75,6 +75,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .gateway import namespace_probe_failure
+
 NETNS_CONFIG_ROOT = Path("/etc/netns")
 CHARON = "charon-systemd"
 SWANCTL = "swanctl"
@@ -664,14 +666,7 @@ def ikev2_unavailable_reason() -> str | None:
     for plugin, package in _PLUGIN_PACKAGES.items():
         if not (PLUGIN_DIR / f"libstrongswan-{plugin}.so").exists():
             return f"strongSwan plugin '{plugin}' is missing (Debian package {package})"
-    if not Path("/dev/net/tun").exists():
-        return "/dev/net/tun is missing"
-    probe = f"ovt-probe-{secrets.token_hex(4)}"
-    added = _run(["ip", "netns", "add", probe])
-    if added.returncode != 0:
-        return f"'ip netns add' failed: {added.stderr.strip() or added.returncode}"
-    _run(["ip", "netns", "del", probe])
-    return None
+    return namespace_probe_failure()
 
 
 def require_ikev2() -> None:

@@ -142,6 +142,11 @@ def require_credentials(ctx: TargetContext) -> ClientCredentials:
     return ctx.credentials
 
 
+def password_file(stem: str) -> str:
+    """Where a generated PKCS#12 password goes: ``<stem>-password.txt`` beside the identity."""
+    return f"{stem}-password.txt"
+
+
 def pkcs12_password(ctx: TargetContext, stem: str) -> tuple[bytes, list[PlannedFile]]:
     """The PKCS#12 password for a target and the files it adds: the administrator's, or a
     generated one (``secrets.token_urlsafe``, 192 bits) in its own 0600 file ``<stem>-password.txt``
@@ -149,7 +154,7 @@ def pkcs12_password(ctx: TargetContext, stem: str) -> tuple[bytes, list[PlannedF
     if ctx.pkcs12_password is not None:
         return ctx.pkcs12_password, []
     password = secrets.token_urlsafe(24).encode("ascii")
-    return password, [PlannedFile(f"{stem}-password.txt", password + b"\n")]
+    return password, [PlannedFile(password_file(stem), password + b"\n")]
 
 
 def bundle_identifier(gateway_id: str, name: str) -> str:

@@ -28,6 +28,7 @@ from toolkit.targets.base import (
     Target,
     TargetContext,
     bundle_identifier,
+    password_file,
     pkcs12_password,
     require_credentials,
     stable_uuid,
@@ -279,7 +280,7 @@ class IKEv2Target(Target):
         ]
 
     def next_step(self, file_to_send: Path) -> str:
-        password = file_to_send.with_name(file_to_send.stem + "-password.txt")
+        password = file_to_send.with_name(password_file(file_to_send.stem))
         return (
             f"Mac/iPhone (built-in IKEv2): send {file_to_send} (or upload it to your MDM) and, "
             f"unless embedded, the password ({password} unless you chose one) by another "

@@ -19,6 +19,7 @@ from toolkit.targets.base import (
     Target,
     TargetContext,
     TargetPlan,
+    password_file,
     pkcs12_password,
     require_credentials,
 )
@@ -139,7 +140,7 @@ class IOSKeychainTarget(Target):
 
     def next_step(self, file_to_send: Path) -> str:
         profile = file_to_send.with_suffix(".ovpn")
-        password = file_to_send.with_name(file_to_send.stem + "-password.txt")
+        password = file_to_send.with_name(password_file(file_to_send.stem))
         return (
             f"iPhone (keychain): send {file_to_send} and {profile}; the identity's password "
             f"({password} unless you chose one) by another channel, never with the files; "
