@@ -146,6 +146,8 @@ def _ignore_interrupts(main_pid: int) -> None:
 def _watch_parent(parent: int) -> None:
     """A worker whose main process was killed (SIGKILL) stops like on SIGTERM, instead of
     waiting forever for work that will not come."""
+    # SIGTERM is for the main thread only (it defers it while a user's files are swapped in)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     while os.getppid() == parent:
         time.sleep(PARENT_POLL)
     main = threading.main_thread().ident

@@ -13,11 +13,14 @@ digests are ones the journal records for this user (or with ``--force``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shlex
-from collections.abc import Mapping
+import signal
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -97,6 +100,21 @@ class UserOutcome:
         data.pop("superseded", None)
         data["status"] = "written"  # the record describes files, not this run
         return data
+
+
+@contextlib.contextmanager
+def _termination_deferred() -> Iterator[None]:
+    """SIGTERM (a stopping batch) waits until the user's files are swapped in or rolled back,
+    and takes effect right after: a stop arriving mid-cleanup would leave a staging folder.
+    Blocked signals stay pending, so none is lost; the write takes milliseconds."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # --- per process caches ---------------------------------------------------------------------------
@@ -434,7 +452,10 @@ def process_user(task: UserTask) -> UserOutcome:
             return outcome
         begin = {"event": "begin", "name": user.name, "files": outcome.files}
         journal.append(settings.output, begin)  # durable before the first rename
-        write_user(settings.output, plan.name, plan.files, force=settings.force, owned=task.owned)
+        with _termination_deferred():
+            write_user(
+                settings.output, plan.name, plan.files, force=settings.force, owned=task.owned
+            )
         if previous:
             user_dir = settings.output / plan.name
             for stale in sorted(set(previous.get("targets", [])) - set(user.targets)):
