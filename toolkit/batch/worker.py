@@ -278,13 +278,14 @@ def _ca_credentials(
 
     assert settings.ca is not None  # noqa: S101 - validated before any work
     ca_dir = settings.ca.dir
-    entries = ca.read_ledger(ca_dir)  # once: the current entry and the history come from it
-    current = ca.find_current(ca_dir, user.name, entries=entries)
+    # this user's certificates only, from a ledger read incrementally (what changed since this
+    # process last read it): the current entry and the history come from it
+    history = ca.certificate_history(ca_dir, user.name)
+    current = ca.find_current(ca_dir, user.name, entries=history)
     action = _ca_action(current, settings.renew_within)
     if action == "issued" and user.email is not None:
         check_email(user.email)  # before any work, and in --dry-run too
     if action == "issued":
-        history = [e for e in entries if e.name.casefold() == user.name.casefold()]
         latest = max(history, key=lambda e: e.issued_at, default=None)
         if latest is not None and latest.status == "revoked":
             raise CAError(
@@ -313,7 +314,6 @@ def _ca_credentials(
                 email=user.email,
                 days=user.days,
                 key_type=user.key_type,
-                ledger=entries,  # just read: not parsed again before the key is made
             )
         else:
             result = authority.renew(user.name, days=user.days)

@@ -7,7 +7,9 @@ A CA folder (made by :func:`init_ca`) holds::
     root.pem                   the root certificate, PEM
     root.cer                   the root certificate, DER (the file for ``az --public-cert-data``)
     root-public-cert-data.txt  one line of base64 DER: the portal's "Public certificate data"
-    ledger.json                every certificate issued, with its status (written atomically)
+    ledger.json                every certificate issued, with its status: a snapshot, rewritten
+                               atomically when the journal outgrows it
+    ledger.journal             the changes since the snapshot, one JSON entry per line (appended)
     ledger.lock                flock(2) target serialising ledger updates between processes
     certs/<SERIAL>.pem         a copy of every issued certificate (public), by serial
     issued/<name>/             default output of ``issue``: <name>.pem, .key (0600), .pfx
@@ -18,13 +20,14 @@ Modules: ``keys`` (in-memory key and certificate primitives), ``rules`` (input c
 is by SHA-1 thumbprint on the gateway, so ``revoke`` marks the ledger and returns the commands.
 """
 
-from toolkit.ca.authority import CertificateAuthority, IssueResult, open_ca
+from toolkit.ca.authority import CertificateAuthority, IssueRequest, IssueResult, open_ca
 from toolkit.ca.azure import AzureCommands, azure_resource_name, revocation_commands
 from toolkit.ca.keys import KEY_TYPES
 from toolkit.ca.ledger import (
     DEFAULT_WARN_DAYS,
     CertificateStatus,
     LedgerEntry,
+    certificate_history,
     current_by_name,
     find_current,
     list_certificates,
@@ -44,10 +47,12 @@ __all__ = [
     "CAInitResult",
     "CertificateAuthority",
     "CertificateStatus",
+    "IssueRequest",
     "IssueResult",
     "LedgerEntry",
     "RevokeResult",
     "azure_resource_name",
+    "certificate_history",
     "current_by_name",
     "find_current",
     "init_ca",

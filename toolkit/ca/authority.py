@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,13 +23,15 @@ from toolkit.ca.ledger import (
     CAPaths,
     LedgerEntry,
     _active,
+    _Cached,
     _current,
     _iso,
     _ledger_lock,
-    _load_entries,
+    _record_entries,
+    _refresh,
     _same_name,
+    _State,
     _utc,
-    _write_entries,
     serial_hex,
 )
 from toolkit.ca.root import BACKDATE, CAInfo, _read_info, _read_root_certificate
@@ -37,7 +39,7 @@ from toolkit.ca.rules import check_days, check_email, check_key_type
 from toolkit.credentials import export_pkcs12, load_private_key
 from toolkit.errors import CAError, OutputError, ToolkitError
 from toolkit.names import check_name
-from toolkit.output import FILE_MODE, PUBLIC_MODE, remove_file, write_all
+from toolkit.output import FILE_MODE, PUBLIC_MODE, fsync_dir, remove_file, write_all
 from toolkit.passphrase import PassphraseSource
 
 DEFAULT_CLIENT_DAYS = 365
@@ -82,6 +84,22 @@ class IssueResult:
 
 
 @dataclass(frozen=True)
+class IssueRequest:
+    """One certificate for :meth:`CertificateAuthority.issue_many`: a first issue, or with
+    ``renew`` a successor for the name's current certificate (then ``email`` and ``key_type``
+    are the old certificate's, and ``days`` defaults to its lifetime)."""
+
+    name: str
+    email: str | None = None
+    days: int | None = None  # default: DEFAULT_CLIENT_DAYS, or the renewed one's lifetime
+    key_type: str = "rsa2048"
+    output_dir: Path | None = None
+    pfx_password: bytes | None = field(default=None, repr=False)
+    pfx_legacy: bool = False
+    renew: bool = False
+
+
+@dataclass(frozen=True)
 class _Signed:
     """A certificate signed before the ledger lock is taken, with its files' bytes."""
 
@@ -90,8 +108,33 @@ class _Signed:
     key_pem: bytes = field(repr=False)
     pfx: bytes | None = field(repr=False)
     warnings: tuple[str, ...]
-    # what was asked, to sign again under the lock in the (never seen) case of a serial clash
-    request: tuple[str, str | None, int, bytes | None, bool] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A request checked and signed outside the lock, to be recorded under it."""
+
+    index: int
+    request: IssueRequest
+    name: str
+    email: str | None
+    days: int
+    key_type: KeyType
+    renewing: str | None  # the serial being renewed
+    signed: _Signed
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A pending certificate checked under the lock: its files and ledger entries."""
+
+    index: int
+    files: list[tuple[Path, bytes, int]]
+    records: list[LedgerEntry]  # superseded ones, then the new entry
+    result: IssueResult
+    stale_pfx: Path | None  # the replaced certificate's PKCS#12, removed after the write
+    orphan_copy: Path | None  # certs/<serial>.pem of an interrupted issue being replaced
+    new_folders: set[Path]  # folders whose new entries must be synced
 
 
 def _already_issued(entry: LedgerEntry) -> CAError:
@@ -112,6 +155,8 @@ class CertificateAuthority:
         self._root = root
         self.info = info
         self.key_encrypted = key_encrypted
+        self._swept = False  # temporary files of killed writes in certs/: once per process
+        self._certs_stored = self.paths.store(self.paths.certs)
 
     def __repr__(self) -> str:
         return f"CertificateAuthority({str(self.directory)!r}, cn={self.info.cn!r})"
@@ -166,39 +211,14 @@ class CertificateAuthority:
         into ``output_dir`` (default ``issued/<name>/`` in the CA folder) and records it in the
         ledger. Refuses when ``name`` already has a valid certificate (use :meth:`renew`).
         Safe to call from several processes at once: the ledger update is under a file lock.
+        ``ledger`` is accepted for compatibility and not needed: the ledger is read
+        incrementally (only what changed since this process last read it).
         """
-        name = check_name(name, "certificate name")
-        if email is not None:
-            check_email(email)
-        days = check_days(days)
-        checked_type = check_key_type(key_type)
-        moment = _utc(now or keys.utcnow())
-        self._check_root(moment)
-        # fail fast, before keygen; ``ledger``: the caller's fresh read, not parsed again
-        known = list(ledger) if ledger is not None else _load_entries(self.paths)
-        current = _current(known, name, moment)
-        if current is not None:
-            raise _already_issued(current)
-        # the slow parts outside the lock (other workers issue meanwhile): key, signature,
-        # PKCS#12; under the lock only the ledger's read-check-write and the files
-        key = keys.generate_key(checked_type)
-        signed = self._sign(known, name, email, days, key, pfx_password, pfx_legacy, moment)
-        with _ledger_lock(self.paths):
-            entries = _load_entries(self.paths)
-            current = _current(entries, name, moment)
-            if current is not None:
-                raise _already_issued(current)
-            return self._record(
-                entries,
-                signed,
-                name=name,
-                email=email,
-                key_type=checked_type,
-                output_dir=output_dir,
-                moment=moment,
-                replaces=_active(entries, name),  # expired but still marked valid
-                renewed_from=None,
-            )
+        del ledger
+        request = IssueRequest(
+            name, email, days, key_type, output_dir, pfx_password, pfx_legacy, renew=False
+        )
+        return _one(self.issue_many([request], now=now))
 
     def renew(
         self,
@@ -213,37 +233,228 @@ class CertificateAuthority:
         """Issue a successor for ``name``'s certificate: same name, e-mail and key type, a new
         key; ``days`` defaults to the old lifetime; files go where the old ones were. The old
         certificate is marked superseded (not revoked: Azure accepts it until it expires)."""
-        name = check_name(name, "certificate name")
+        request = IssueRequest(
+            name, days=days, output_dir=output_dir, pfx_password=pfx_password,
+            pfx_legacy=pfx_legacy, renew=True,
+        )  # fmt: skip
+        return _one(self.issue_many([request], now=now))
+
+    def issue_many(
+        self, requests: Sequence[IssueRequest], *, now: dt.datetime | None = None
+    ) -> list[IssueResult | ToolkitError]:
+        """Issue (or renew) a group of certificates with one lock and one commit.
+
+        Keys, signatures and PKCS#12 files are made first, without the lock; then, under ONE
+        acquisition of the ledger lock, each is checked again against the ledger, all their
+        files are written and fsynced together, and all their ledger entries are appended with
+        one fsync. When this returns, every certificate returned is on disk with its ledger
+        entry. Returns one item per request, in order: its :class:`IssueResult`, or the
+        :class:`ToolkitError` that refused it (the others go on: a name already issued, a
+        foreign file; a failed write fails the whole group). A name asked twice in one group
+        is refused the second time."""
         moment = _utc(now or keys.utcnow())
-        self._check_root(moment)
-        known = _load_entries(self.paths)
-        old = self._renewable(known, name)
-        lifetime = (old.not_after - old.not_before).total_seconds() / 86400
-        new_days = check_days(days if days is not None else max(1, round(lifetime)))
-        key = keys.generate_key(old.key_type)
+        results: list[IssueResult | ToolkitError | None] = [None] * len(requests)
+        pending: list[_Pending] = []
+        asked: set[str] = set()
+        cached: _Cached | None = None
+        for index, request in enumerate(requests):
+            try:
+                if cached is None:
+                    cached = _refresh(self.paths)
+                item = self._prepare(index, request, cached.state, moment, asked)
+            except ToolkitError as exc:
+                results[index] = exc
+            else:
+                pending.append(item)
+        if pending:
+            with _ledger_lock(self.paths):
+                self._commit(pending, moment, results)
+        return [r if r is not None else CAError("not issued") for r in results]
+
+    def _prepare(
+        self,
+        index: int,
+        request: IssueRequest,
+        state: _State,
+        moment: dt.datetime,
+        asked: set[str],
+    ) -> _Pending:
+        """Check ``request`` against the ledger as last read, make its key and sign it."""
+        name = check_name(request.name, "certificate name")
+        renewing = None
+        if request.renew:
+            self._check_root(moment)
+            old = self._renewable(state.history(name), name)
+            lifetime = (old.not_after - old.not_before).total_seconds() / 86400
+            days = check_days(request.days if request.days is not None else max(1, round(lifetime)))
+            name, email, key_type, renewing = old.name, old.email, old.key_type, old.serial
+        else:
+            email = request.email
+            if email is not None:
+                check_email(email)
+            days = check_days(request.days if request.days is not None else DEFAULT_CLIENT_DAYS)
+            key_type = check_key_type(request.key_type)
+            self._check_root(moment)
+            # fail fast, before keygen
+            current = _current(state.history(name), name, moment)
+            if current is not None:
+                raise _already_issued(current)
+        if name.casefold() in asked:
+            raise CAError(f"{name!r} is asked for twice in one group", hint="ask for it once")
+        asked.add(name.casefold())
+        # the slow parts outside the lock (other workers issue meanwhile): key, signature,
+        # PKCS#12; under the lock only the checks, the files and the ledger's append
+        key = keys.generate_key(key_type)
         signed = self._sign(
-            known, old.name, old.email, new_days, key, pfx_password, pfx_legacy, moment
-        )
-        with _ledger_lock(self.paths):
-            entries = _load_entries(self.paths)
-            latest = self._renewable(entries, name)
-            if latest.serial != old.serial:
+            state.by_serial, name, email, days, key, request.pfx_password,
+            request.pfx_legacy, moment,
+        )  # fmt: skip
+        return _Pending(index, request, name, email, days, key_type, renewing, signed)
+
+    def _commit(
+        self,
+        pending: Sequence[_Pending],
+        moment: dt.datetime,
+        results: list[IssueResult | ToolkitError | None],
+    ) -> None:
+        """With the lock held: check each pending certificate against the ledger read under
+        the lock, write all their files (one sync round), record all entries (one append)."""
+        cached = _refresh(self.paths)
+        if not self._swept:
+            self._clean_ca_temporaries()
+            self._swept = True
+        planned: list[_Planned] = []
+        taken: set[str] = set()  # serials of this group
+        for item in pending:
+            try:
+                plan = self._plan(cached.state, item, moment, taken)
+            except ToolkitError as exc:
+                results[item.index] = exc
+            else:
+                planned.append(plan)
+                taken.add(plan.result.entry.serial)
+        if not planned:
+            return
+        try:
+            write_all([file for plan in planned for file in plan.files])
+            for folder in sorted({f for plan in planned for f in plan.new_folders}):
+                fsync_dir(folder)  # the new issued/<name>/ entries, before the ledger names them
+            done = []
+            for plan in planned:
+                result = plan.result
+                if plan.stale_pfx is not None and remove_file(plan.stale_pfx):
+                    note = (
+                        f"removed {plan.stale_pfx} (it held the replaced certificate); "
+                        "ask for a PKCS#12 again to get a new one"
+                    )
+                    result = replace(result, warnings=(*result.warnings, note))
+                if plan.orphan_copy is not None:
+                    remove_file(plan.orphan_copy)  # its serial was never recorded
+                done.append((plan.index, result))
+            records = [record for plan in planned for record in plan.records]
+            _record_entries(self.paths, cached, records, moment)
+        except ToolkitError as exc:
+            for plan in planned:
+                results[plan.index] = exc
+            return
+        for index, result in done:
+            results[index] = result
+
+    def _plan(
+        self, state: _State, item: _Pending, moment: dt.datetime, taken: Container[str]
+    ) -> _Planned:
+        """Check ``item`` under the lock (``state`` read under it): a serial another process
+        (or this group) took meanwhile, never seen, is signed anew."""
+        name, request = item.name, item.request
+        history = state.history(name)
+        if item.renewing is None:
+            current = _current(history, name, moment)
+            if current is not None:
+                raise _already_issued(current)
+            output_dir = request.output_dir
+            renewed_from = None
+        else:
+            latest = self._renewable(history, name)
+            if latest.serial != item.renewing:
                 raise CAError(
                     f"the certificate of {name!r} changed while renewing (another run?)",
                     hint="run the command again",
                 )
             old_cert = latest.path(self.directory, "cert")
-            return self._record(
-                entries,
-                signed,
-                name=latest.name,
-                email=latest.email,
-                key_type=latest.key_type,
-                output_dir=output_dir or (old_cert.parent if old_cert else None),
-                moment=moment,
-                replaces=_active(entries, name),
-                renewed_from=latest.serial,
-            )
+            output_dir = request.output_dir or (old_cert.parent if old_cert else None)
+            name = latest.name
+            renewed_from = latest.serial
+        replaces = _active(history, name)  # with an issue: expired but still marked valid
+        signed = item.signed
+        if serial_hex(signed.serial) in state.by_serial or serial_hex(signed.serial) in taken:
+            signed = self._sign(
+                _Either(state.by_serial, taken), name, item.email, item.days,
+                signed.issued.private_key, request.pfx_password, request.pfx_legacy, moment,
+            )  # fmt: skip
+        issued, serial = signed.issued, signed.serial
+        warnings = list(signed.warnings)
+        cert = issued.certificate
+        folder = Path(output_dir) if output_dir is not None else self.paths.issued / name
+        cert_path = folder / f"{name}.pem"
+        key_path = folder / f"{name}.key"
+        pfx_path = folder / f"{name}.pfx" if signed.pfx is not None else None
+        ca_copy = self.paths.certs / f"{serial_hex(serial)}.pem"
+        targets = [p for p in (cert_path, key_path, pfx_path) if p is not None]
+        self._clean_interrupted_writes(folder, name)
+        leftovers, orphan_copy = self._interrupted_issue(state, cert_path, key_path)
+        self._refuse_foreign_files(history, name, targets, leftovers)
+        if ca_copy.exists():
+            raise OutputError(f"{ca_copy} already exists", hint="the CA folder is inconsistent")
+
+        cert_pem = issued.cert_pem
+        files: list[tuple[Path, bytes, int]] = [
+            (ca_copy, cert_pem, PUBLIC_MODE),
+            (cert_path, cert_pem, PUBLIC_MODE),
+            (key_path, signed.key_pem, FILE_MODE),
+        ]
+        if pfx_path is not None and signed.pfx is not None:
+            files.append((pfx_path, signed.pfx, FILE_MODE))
+        stale = folder / f"{name}.pfx"
+        # the PKCS#12 of the certificate being replaced: never leave it next to the new pair
+        owned_stale = stale.exists() and stale.resolve() in self._owned(history, name)
+        stale_pfx = stale if pfx_path is None and owned_stale else None
+        # the folder resolved once (the files are about to be replaced by regular files)
+        where = folder.resolve()
+        record = {
+            kind: self.paths.store_resolved(where / path.name)
+            for kind, path in (("cert", cert_path), ("key", key_path), ("pfx", pfx_path))
+            if path is not None
+        }
+        entry = LedgerEntry(
+            name=name,
+            cn=item.email or name,
+            email=item.email,
+            serial=serial_hex(serial),
+            thumbprint_sha1=keys.thumbprint_sha1(cert),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            status="valid",
+            key_type=item.key_type,
+            issued_at=moment,
+            ca_copy=self._certs_stored + "/" + ca_copy.name,
+            files=record,
+            renewed_from=renewed_from,
+        )
+        superseded = tuple(
+            replace(e, status="superseded", superseded_by=entry.serial) for e in replaces
+        )
+        result = IssueResult(
+            entry, issued, cert_path, key_path, pfx_path, superseded, tuple(warnings)
+        )
+        return _Planned(
+            item.index,
+            files,
+            [*superseded, entry],
+            result,
+            stale_pfx,
+            orphan_copy,
+            _missing_folders(folder),
+        )
 
     def _renewable(self, entries: Sequence[LedgerEntry], name: str) -> LedgerEntry:
         active = _active(entries, name)
@@ -259,7 +470,7 @@ class CertificateAuthority:
 
     def _sign(
         self,
-        entries: Sequence[LedgerEntry],
+        used: Container[str],
         name: str,
         email: str | None,
         days: int,
@@ -268,8 +479,8 @@ class CertificateAuthority:
         pfx_legacy: bool,
         moment: dt.datetime,
     ) -> _Signed:
-        """The certificate and the bytes of its files; no lock needed (see :meth:`_record`)."""
-        used = {e.serial for e in entries}
+        """The certificate and the bytes of its files; no lock needed (see :meth:`_plan`).
+        ``used``: the serials known (the ledger's by-serial index)."""
         serial = keys.random_serial()
         while serial_hex(serial) in used:  # 2**-126 per pair, but never reuse one
             serial = keys.random_serial()
@@ -302,101 +513,7 @@ class CertificateAuthority:
                 friendly_name=email or name,
                 legacy=pfx_legacy,
             )
-        return _Signed(
-            issued,
-            serial,
-            issued.key_pem(),
-            pfx,
-            tuple(warnings),
-            (name, email, days, pfx_password, pfx_legacy),
-        )
-
-    def _record(
-        self,
-        entries: list[LedgerEntry],
-        signed: _Signed,
-        *,
-        name: str,
-        email: str | None,
-        key_type: KeyType,
-        output_dir: Path | None,
-        moment: dt.datetime,
-        replaces: Sequence[LedgerEntry],
-        renewed_from: str | None,
-    ) -> IssueResult:
-        """Write the files and the ledger. Called with the ledger lock held, ``entries`` read
-        under it: a serial another process took meanwhile (never seen) is signed anew."""
-        if serial_hex(signed.serial) in {e.serial for e in entries}:
-            _name, _email, days, pfx_password, pfx_legacy = signed.request
-            signed = self._sign(
-                entries,
-                name,
-                email,
-                days,
-                signed.issued.private_key,
-                pfx_password,
-                pfx_legacy,
-                moment,
-            )
-        issued, serial = signed.issued, signed.serial
-        warnings = list(signed.warnings)
-        cert = issued.certificate
-        folder = Path(output_dir) if output_dir is not None else self.paths.issued / name
-        cert_path = folder / f"{name}.pem"
-        key_path = folder / f"{name}.key"
-        pfx_path = folder / f"{name}.pfx" if signed.pfx is not None else None
-        ca_copy = self.paths.certs / f"{serial_hex(serial)}.pem"
-        targets = [p for p in (cert_path, key_path, pfx_path) if p is not None]
-        self._clean_interrupted_writes(folder, name)
-        leftovers = self._interrupted_issue(entries, cert_path, key_path)
-        self._refuse_foreign_files(entries, name, targets, leftovers)
-        if ca_copy.exists():
-            raise OutputError(f"{ca_copy} already exists", hint="the CA folder is inconsistent")
-
-        files: list[tuple[Path, bytes, int]] = [
-            (ca_copy, issued.cert_pem, PUBLIC_MODE),
-            (cert_path, issued.cert_pem, PUBLIC_MODE),
-            (key_path, signed.key_pem, FILE_MODE),
-        ]
-        if pfx_path is not None and signed.pfx is not None:
-            files.append((pfx_path, signed.pfx, FILE_MODE))
-        write_all(files)
-        stale = folder / f"{name}.pfx"
-        owned_stale = stale.exists() and stale.resolve() in self._owned(entries, name)
-        # the PKCS#12 of the certificate being replaced: never leave it next to the new pair
-        if pfx_path is None and owned_stale and remove_file(stale):
-            warnings.append(
-                f"removed {stale} (it held the replaced certificate); "
-                "ask for a PKCS#12 again to get a new one"
-            )
-
-        record = {"cert": self.paths.store(cert_path), "key": self.paths.store(key_path)}
-        if pfx_path is not None:
-            record["pfx"] = self.paths.store(pfx_path)
-        entry = LedgerEntry(
-            name=name,
-            cn=email or name,
-            email=email,
-            serial=serial_hex(serial),
-            thumbprint_sha1=keys.thumbprint_sha1(cert),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            status="valid",
-            key_type=key_type,
-            issued_at=moment,
-            ca_copy=self.paths.store(ca_copy),
-            files=record,
-            renewed_from=renewed_from,
-        )
-        superseded = tuple(
-            replace(e, status="superseded", superseded_by=entry.serial) for e in replaces
-        )
-        by_serial = {e.serial: e for e in superseded}
-        updated = [by_serial.get(e.serial, e) for e in entries]
-        _write_entries(self.paths, [*updated, entry], moment)
-        return IssueResult(
-            entry, issued, cert_path, key_path, pfx_path, superseded, tuple(warnings)
-        )
+        return _Signed(issued, serial, issued.key_pem(), pfx, tuple(warnings))
 
     def _owned(self, entries: Sequence[LedgerEntry], name: str) -> set[Path]:
         return {
@@ -408,39 +525,44 @@ class CertificateAuthority:
 
     def _clean_interrupted_writes(self, folder: Path, name: str) -> None:
         """Temporary files of an atomic write that was killed (we hold the ledger lock)."""
+        if folder.is_dir():
+            for path in folder.glob(f".{name}.*.tmp"):
+                remove_file(path)
+
+    def _clean_ca_temporaries(self) -> None:
+        """The same in certs/ and for the ledger files: once per process, not per issue
+        (certs/ grows with every certificate; we hold the ledger lock)."""
         leftovers = [
-            *folder.glob(f".{name}.*.tmp"),
             *self.paths.certs.glob(".*.pem.*.tmp"),
             *self.directory.glob(f".{self.paths.ledger.name}.*.tmp"),
+            *self.directory.glob(f".{self.paths.journal.name}.*.tmp"),
         ]
         for path in leftovers:
             remove_file(path)
 
     def _interrupted_issue(
-        self, entries: Sequence[LedgerEntry], cert_path: Path, key_path: Path
-    ) -> set[Path]:
+        self, state: _State, cert_path: Path, key_path: Path
+    ) -> tuple[set[Path], Path | None]:
         """The files an issue killed before its ledger write left at these paths: a
         certificate this CA signed, whose copy is in ``certs/`` but whose serial the ledger
-        never recorded, and the key that belongs to it. They are ours to replace."""
+        never recorded, and the key that belongs to it. They are ours to replace, and the
+        copy in ``certs/`` (second item) ours to remove once they are replaced."""
         try:
             data = cert_path.read_bytes()
             cert = x509.load_pem_x509_certificate(data)
             serial = serial_hex(cert.serial_number)
-            copy = (self.paths.certs / f"{serial}.pem").read_bytes()
+            copy_path = self.paths.certs / f"{serial}.pem"
+            copy = copy_path.read_bytes()
         except (OSError, ValueError):
-            return set()
-        if (
-            copy != data
-            or cert.issuer != self.certificate.subject
-            or serial in {e.serial for e in entries}
-        ):
-            return set()
+            return set(), None
+        if copy != data or cert.issuer != self.certificate.subject or serial in state.by_serial:
+            return set(), None
         found = {cert_path.resolve()}
         with contextlib.suppress(OSError, ToolkitError):
             key = load_private_key(key_path.read_bytes(), str(key_path), None)
             if _spki(key.public_key()) == _spki(cert.public_key()):
                 found.add(key_path.resolve())
-        return found
+        return found, copy_path
 
     def _refuse_foreign_files(
         self,
@@ -458,6 +580,34 @@ class CertificateAuthority:
                     f"{path} already exists and is not a file of {name!r} in this CA's ledger",
                     hint="choose another --output folder, or move the file away",
                 )
+
+
+class _Either:
+    """Membership in either of two containers (the ledger's serials, this group's)."""
+
+    def __init__(self, first: Container[str], second: Container[str]) -> None:
+        self._first, self._second = first, second
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._first or item in self._second
+
+
+def _one(results: Sequence[IssueResult | ToolkitError]) -> IssueResult:
+    (result,) = results
+    if isinstance(result, ToolkitError):
+        raise result
+    return result
+
+
+def _missing_folders(folder: Path) -> set[Path]:
+    """The parents of the folders the write will create on the way to ``folder``: their new
+    entries are synced before the ledger names the files inside."""
+    parents = set()
+    current = folder
+    while not current.exists():
+        parents.add(current.parent)
+        current = current.parent
+    return parents
 
 
 def open_ca(

@@ -15,11 +15,11 @@ from toolkit.ca.ledger import (
     CAPaths,
     LedgerEntry,
     _ledger_lock,
-    _load_entries,
+    _record_entries,
+    _refresh,
     _require_ca_folder,
     _same_name,
     _utc,
-    _write_entries,
     normalize_thumbprint,
 )
 from toolkit.ca.root import _read_info
@@ -83,14 +83,12 @@ def revoke(
     gateway, resource_group = _read_info(paths).azure_target(gateway, resource_group)
     moment = _utc(now or keys.utcnow())
     with _ledger_lock(paths):
-        entries = _load_entries(paths)
-        target = _select_for_revoke(paths, entries, name_or_thumbprint.strip())
+        cached = _refresh(paths)
+        target = _select_for_revoke(paths, cached.state.entries(), name_or_thumbprint.strip())
         already = target.status == "revoked"
         if not already:
-            updated = replace(target, status="revoked", revoked_at=moment)
-            entries = [updated if e is target else e for e in entries]
-            _write_entries(paths, entries, moment)
-            target = updated
+            target = replace(target, status="revoked", revoked_at=moment)
+            _record_entries(paths, cached, [target], moment)
     return RevokeResult(
         target,
         already,
