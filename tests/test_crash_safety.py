@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from typer.testing import CliRunner
 
 from toolkit import ca
@@ -319,15 +320,21 @@ def test_an_issue_killed_before_its_ledger_write_is_redone(ca_team: Team) -> Non
     """The CA wrote the certificate and key files, the ledger never recorded them."""
     team = ca_team
     name = team.ca_names[0]
-    ledger = team.ca_dir / "ledger.json"
-    saved = ledger.read_bytes()
+    ledger_files = [team.ca_dir / "ledger.json", team.ca_dir / "ledger.journal"]
+    saved = {path: path.read_bytes() for path in ledger_files if path.exists()}
     ca.open_ca(team.ca_dir, CA_PASS.encode()).issue(name, email=f"{name}@contoso.example")
     orphan = (team.ca_dir / "issued" / name / f"{name}.pem").read_bytes()
-    ledger.write_bytes(saved)  # as if killed between the files and the ledger
+    for path in ledger_files:  # as if killed between the files and the ledger's append
+        if path in saved:
+            path.write_bytes(saved[path])
+        else:
+            path.unlink()
     (team.ca_dir / "issued" / name / f".{name}.pem.x1y2.tmp").write_bytes(b"half")
     result = team.ok()
     assert f"{name}: written (certificate issued)" in result.stdout
     assert (team.ca_dir / "issued" / name / f"{name}.pem").read_bytes() != orphan
+    orphan_serial = f"{x509.load_pem_x509_certificate(orphan).serial_number:032X}"
+    assert not (team.ca_dir / "certs" / f"{orphan_serial}.pem").exists()  # no orphan copy
     assert_job_done(team)
 
 
