@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from toolkit import ca
-from toolkit.ca import ledger
+from toolkit.ca import store
 from toolkit.ca.authority import IssueRequest
 from toolkit.errors import CAError, OutputError, ToolkitError
 
@@ -30,7 +30,7 @@ def authority(template: Path, tmp_path: Path) -> ca.CertificateAuthority:
 
 def fresh_read(directory: Path) -> list[ca.LedgerEntry]:
     """The ledger as another process reads it (nothing cached)."""
-    ledger._CACHE.clear()
+    store._CACHE.clear()
     return ca.read_ledger(directory)
 
 
@@ -133,7 +133,7 @@ def test_compaction_folds_the_journal_into_the_snapshot(
     authority: ca.CertificateAuthority, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     directory = authority.directory
-    monkeypatch.setattr(ledger, "COMPACT_MIN_BYTES", 1)
+    monkeypatch.setattr(store, "COMPACT_MIN_BYTES", 1)
     issued = [authority.issue(f"user{n}").entry for n in range(3)]
     entries = fresh_read(directory)
     assert entries == issued
@@ -186,9 +186,9 @@ def test_another_process_appends_are_seen(authority: ca.CertificateAuthority) ->
     first = authority.issue("mia").entry
     assert ca.read_ledger(directory) == [first]
     other = ca.open_ca(directory)
-    ledger._CACHE.clear()  # as if ``other`` lived in another process
+    store._CACHE.clear()  # as if ``other`` lived in another process
     second = other.issue("ned").entry
-    ledger._CACHE.clear()
+    store._CACHE.clear()
     assert ca.read_ledger(directory) == [first, second]
     third = authority.issue("olga").entry
     assert ca.certificate_history(directory, "NED") == [second]
@@ -204,7 +204,7 @@ def test_an_interrupted_issue_leaves_no_orphan_copy(authority: ca.CertificateAut
     before = journal.read_bytes()
     lost = authority.issue("quinn").entry
     journal.write_bytes(before)  # the append never happened
-    ledger._CACHE.clear()
+    store._CACHE.clear()
     assert (directory / lost.ca_copy).exists()
     redone = authority.issue("quinn").entry
     assert redone.serial != lost.serial

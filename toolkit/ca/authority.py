@@ -6,36 +6,39 @@ through the callable the CLI put in it). Errors are ``ToolkitError`` subclasses.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from toolkit.ca import keys
 from toolkit.ca.azure import AzureCommands, root_upload_commands
+from toolkit.ca.files import (
+    clean_ca_temporaries,
+    clean_interrupted_writes,
+    interrupted_issue,
+    missing_folders,
+    owned_files,
+    refuse_foreign_files,
+)
 from toolkit.ca.keys import KeyType
 from toolkit.ca.ledger import (
     CAPaths,
     LedgerEntry,
     _active,
-    _Cached,
     _current,
     _iso,
     _ledger_lock,
-    _record_entries,
-    _refresh,
     _same_name,
-    _State,
     _utc,
     serial_hex,
 )
 from toolkit.ca.root import BACKDATE, CAInfo, _read_info, _read_root_certificate
 from toolkit.ca.rules import check_days, check_email, check_key_type
+from toolkit.ca.store import _Cached, _record_entries, _refresh, _State
 from toolkit.credentials import export_pkcs12, load_private_key
 from toolkit.errors import CAError, OutputError, ToolkitError
 from toolkit.names import check_name
@@ -43,12 +46,6 @@ from toolkit.output import FILE_MODE, PUBLIC_MODE, fsync_dir, remove_file, write
 from toolkit.passphrase import PassphraseSource
 
 DEFAULT_CLIENT_DAYS = 365
-
-
-def _spki(public_key: object) -> bytes:
-    return public_key.public_bytes(  # type: ignore[attr-defined, no-any-return]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
 
 
 @dataclass(frozen=True)
@@ -321,7 +318,7 @@ class CertificateAuthority:
         the lock, write all their files (one sync round), record all entries (one append)."""
         cached = _refresh(self.paths)
         if not self._swept:
-            self._clean_ca_temporaries()
+            clean_ca_temporaries(self.paths)
             self._swept = True
         planned: list[_Planned] = []
         taken: set[str] = set()  # serials of this group
@@ -400,9 +397,11 @@ class CertificateAuthority:
         pfx_path = folder / f"{name}.pfx" if signed.pfx is not None else None
         ca_copy = self.paths.certs / f"{serial_hex(serial)}.pem"
         targets = [p for p in (cert_path, key_path, pfx_path) if p is not None]
-        self._clean_interrupted_writes(folder, name)
-        leftovers, orphan_copy = self._interrupted_issue(state, cert_path, key_path)
-        self._refuse_foreign_files(history, name, targets, leftovers)
+        clean_interrupted_writes(folder, name)
+        leftovers, orphan_copy = interrupted_issue(
+            self.paths, self.certificate.subject, state.by_serial, cert_path, key_path
+        )
+        refuse_foreign_files(self.paths, history, name, targets, leftovers)
         if ca_copy.exists():
             raise OutputError(f"{ca_copy} already exists", hint="the CA folder is inconsistent")
 
@@ -416,7 +415,7 @@ class CertificateAuthority:
             files.append((pfx_path, signed.pfx, FILE_MODE))
         stale = folder / f"{name}.pfx"
         # the PKCS#12 of the certificate being replaced: never leave it next to the new pair
-        owned_stale = stale.exists() and stale.resolve() in self._owned(history, name)
+        owned_stale = stale.exists() and stale.resolve() in owned_files(self.paths, history, name)
         stale_pfx = stale if pfx_path is None and owned_stale else None
         # the folder resolved once (the files are about to be replaced by regular files)
         where = folder.resolve()
@@ -453,7 +452,7 @@ class CertificateAuthority:
             result,
             stale_pfx,
             orphan_copy,
-            _missing_folders(folder),
+            missing_folders(folder),
         )
 
     def _renewable(self, entries: Sequence[LedgerEntry], name: str) -> LedgerEntry:
@@ -515,72 +514,6 @@ class CertificateAuthority:
             )
         return _Signed(issued, serial, issued.key_pem(), pfx, tuple(warnings))
 
-    def _owned(self, entries: Sequence[LedgerEntry], name: str) -> set[Path]:
-        return {
-            self.paths.load(stored).resolve()
-            for e in entries
-            if _same_name(e, name)
-            for stored in e.files.values()
-        }
-
-    def _clean_interrupted_writes(self, folder: Path, name: str) -> None:
-        """Temporary files of an atomic write that was killed (we hold the ledger lock)."""
-        if folder.is_dir():
-            for path in folder.glob(f".{name}.*.tmp"):
-                remove_file(path)
-
-    def _clean_ca_temporaries(self) -> None:
-        """The same in certs/ and for the ledger files: once per process, not per issue
-        (certs/ grows with every certificate; we hold the ledger lock)."""
-        leftovers = [
-            *self.paths.certs.glob(".*.pem.*.tmp"),
-            *self.directory.glob(f".{self.paths.ledger.name}.*.tmp"),
-            *self.directory.glob(f".{self.paths.journal.name}.*.tmp"),
-        ]
-        for path in leftovers:
-            remove_file(path)
-
-    def _interrupted_issue(
-        self, state: _State, cert_path: Path, key_path: Path
-    ) -> tuple[set[Path], Path | None]:
-        """The files an issue killed before its ledger write left at these paths: a
-        certificate this CA signed, whose copy is in ``certs/`` but whose serial the ledger
-        never recorded, and the key that belongs to it. They are ours to replace, and the
-        copy in ``certs/`` (second item) ours to remove once they are replaced."""
-        try:
-            data = cert_path.read_bytes()
-            cert = x509.load_pem_x509_certificate(data)
-            serial = serial_hex(cert.serial_number)
-            copy_path = self.paths.certs / f"{serial}.pem"
-            copy = copy_path.read_bytes()
-        except (OSError, ValueError):
-            return set(), None
-        if copy != data or cert.issuer != self.certificate.subject or serial in state.by_serial:
-            return set(), None
-        found = {cert_path.resolve()}
-        with contextlib.suppress(OSError, ToolkitError):
-            key = load_private_key(key_path.read_bytes(), str(key_path), None)
-            if _spki(key.public_key()) == _spki(cert.public_key()):
-                found.add(key_path.resolve())
-        return found, copy_path
-
-    def _refuse_foreign_files(
-        self,
-        entries: Sequence[LedgerEntry],
-        name: str,
-        targets: Sequence[Path],
-        leftovers: Iterable[Path] = (),
-    ) -> None:
-        """Existing files may be replaced only when the ledger records them for this name
-        (or an interrupted issue for this name left them: ``leftovers``)."""
-        owned = self._owned(entries, name) | set(leftovers)
-        for path in targets:
-            if path.exists() and path.resolve() not in owned:
-                raise OutputError(
-                    f"{path} already exists and is not a file of {name!r} in this CA's ledger",
-                    hint="choose another --output folder, or move the file away",
-                )
-
 
 class _Either:
     """Membership in either of two containers (the ledger's serials, this group's)."""
@@ -597,17 +530,6 @@ def _one(results: Sequence[IssueResult | ToolkitError]) -> IssueResult:
     if isinstance(result, ToolkitError):
         raise result
     return result
-
-
-def _missing_folders(folder: Path) -> set[Path]:
-    """The parents of the folders the write will create on the way to ``folder``: their new
-    entries are synced before the ledger names the files inside."""
-    parents = set()
-    current = folder
-    while not current.exists():
-        parents.add(current.parent)
-        current = current.parent
-    return parents
 
 
 def open_ca(

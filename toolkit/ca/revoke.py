@@ -15,14 +15,13 @@ from toolkit.ca.ledger import (
     CAPaths,
     LedgerEntry,
     _ledger_lock,
-    _record_entries,
-    _refresh,
     _require_ca_folder,
     _same_name,
     _utc,
     normalize_thumbprint,
 )
 from toolkit.ca.root import _read_info
+from toolkit.ca.store import _record_entries, _refresh
 from toolkit.errors import CAError
 
 
