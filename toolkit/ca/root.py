@@ -168,7 +168,9 @@ class CAInitResult:
 
 
 def _existing_ca_files(paths: CAPaths) -> list[Path]:
-    candidates = (paths.metadata, paths.root_key, paths.root_pem, paths.root_cer, paths.ledger)
+    candidates = (
+        paths.metadata, paths.root_key, paths.root_pem, paths.root_cer, paths.ledger, paths.journal
+    )  # fmt: skip
     return [p for p in candidates if p.exists()]
 
 

@@ -9,6 +9,7 @@ changed since they last looked (a batch worker looks its users up by name).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -31,7 +32,7 @@ from toolkit.ca.ledger import (
     _require_ca_folder,
     _utc,
 )
-from toolkit.errors import CAError, UsageError
+from toolkit.errors import CAError, ToolkitError, UsageError
 from toolkit.output import PUBLIC_MODE, append_line, atomic_write, fsync_dir
 
 
@@ -139,7 +140,7 @@ class _Cached:
 
 _CACHE: dict[Path, _Cached] = {}
 _CACHE_SIZE = 8
-_CACHE_LOCK = threading.Lock()
+_CACHE_LOCK = threading.RLock()  # one reader or writer of the cache at a time per process
 
 
 def _stat_id(path: Path) -> tuple[int, int, int, int, int] | None:
@@ -174,9 +175,14 @@ def _complete(data: bytes) -> bytes:
 def _refresh(paths: CAPaths) -> _Cached:
     """The ledger now, reading only what changed since this process last looked.
 
-    No lock is needed: the journal is opened before the snapshot is read, and a compaction
-    writes the snapshot before it empties the journal (a new file), so what is read is the
-    old journal with the old or new snapshot, or the new journal with the new snapshot."""
+    No file lock is needed: the journal is opened before the snapshot is read, and a
+    compaction writes the snapshot before it empties the journal (a new file), so what is read
+    is the old journal with the old or new snapshot, or the new journal with the new one."""
+    with _CACHE_LOCK:
+        return _refresh_cache(paths)
+
+
+def _refresh_cache(paths: CAPaths) -> _Cached:
     key = paths.directory.absolute()
     try:
         fd: int | None = os.open(paths.journal, os.O_RDONLY)
@@ -189,8 +195,7 @@ def _refresh(paths: CAPaths) -> _Cached:
         if fd is not None:
             st = os.fstat(fd)
             journal_id = (st.st_dev, st.st_ino)
-        with _CACHE_LOCK:
-            cached = _CACHE.get(key)
+        cached = _CACHE.get(key)
         if (
             cached is not None
             and fd is not None
@@ -225,11 +230,10 @@ def _refresh(paths: CAPaths) -> _Cached:
         for entry in _parse_journal(paths, new, 1):
             state.apply(entry)
         fresh = _Cached(state, snapshot_id, journal_id, len(new), new.count(b"\n"), len(data))
-        with _CACHE_LOCK:
-            _CACHE.pop(key, None)
-            while len(_CACHE) >= _CACHE_SIZE:
-                _CACHE.pop(next(iter(_CACHE)))
-            _CACHE[key] = fresh
+        _CACHE.pop(key, None)
+        while len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = fresh
         return fresh
     finally:
         if fd is not None:
@@ -278,6 +282,13 @@ def _record_entries(
     the entries are on disk."""
     if not entries:
         return
+    with _CACHE_LOCK:
+        _append(paths, cached, entries, now)
+
+
+def _append(
+    paths: CAPaths, cached: _Cached, entries: Sequence[LedgerEntry], now: dt.datetime
+) -> None:
     if cached.journal_id is None or cached.journal_size > cached.offset:
         # no journal yet (a new CA, or one made before the journal), or a torn last line
         # (a crash during an append): start a clean journal, the snapshot holding the rest
@@ -293,7 +304,11 @@ def _record_entries(
     cached.journal_size = cached.offset
     snapshot = cached.snapshot_id[2] if cached.snapshot_id else 0
     if cached.offset > max(COMPACT_MIN_BYTES, snapshot):
-        _compact(paths, cached, now)
+        # the entries are on disk already: a compaction that fails leaves a longer journal,
+        # not a failed issue (a failed snapshot write changes nothing; a journal not yet
+        # emptied merges with the new snapshot to the same ledger)
+        with contextlib.suppress(ToolkitError):
+            _compact(paths, cached, now)
 
 
 def read_ledger(directory: Path) -> list[LedgerEntry]:
