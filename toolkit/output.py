@@ -437,20 +437,28 @@ def check_writable(
             )
 
 
-def _write_new(staging: Path, relative: str, data: bytes, mode: int) -> list[Path]:
-    """Create ``staging/relative`` with ``data`` (and its missing folders, 0700); returns what
-    was created, to be made durable with the rest (:func:`make_durable`)."""
+def _write_new(
+    staging: Path, relative: str, data: bytes, mode: int, made: set[str] | None = None
+) -> list[Path]:
+    """Create ``staging/relative`` with ``data`` (and its missing folders, 0700; ``made``
+    remembers the folders already there); returns what was created, to be made durable with
+    the rest (:func:`make_durable`)."""
+    made = set() if made is None else made
     created: list[Path] = []
-    parent = staging
     *folders, _file = relative.split("/")
-    for folder in folders:
-        parent = parent / folder
+    for depth in range(1, len(folders) + 1):
+        folder = "/".join(folders[:depth])
+        if folder in made:
+            continue
+        made.add(folder)
+        path = staging / folder
         try:
-            os.mkdir(parent, DIR_MODE)
+            os.mkdir(path, DIR_MODE)
         except FileExistsError:
             continue
-        os.chmod(parent, DIR_MODE)  # whatever the umask
-        created.append(parent)
+        if _UMASK & DIR_MODE:
+            os.chmod(path, DIR_MODE)  # whatever the umask
+        created.append(path)
     path = staging / relative
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -625,8 +633,11 @@ class StagedWrite:
             if _UMASK & DIR_MODE:
                 os.chmod(staging, DIR_MODE)
             item.new_paths.append(staging)
+            made: set[str] = set()
             for planned in files:
-                item.new_paths.extend(_write_new(staging, planned.path, planned.data, planned.mode))
+                item.new_paths.extend(
+                    _write_new(staging, planned.path, planned.data, planned.mode, made)
+                )
         except BaseException as exc:
             item.discard()
             if not isinstance(exc, OSError):
