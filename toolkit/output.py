@@ -426,9 +426,9 @@ def check_writable(
         raise OutputError(
             f"{output_dir}: exists and is not a folder", hint="choose another --output"
         )
-    if force:
-        return
     user_dir = output_dir / name
+    if force or not user_dir.exists():
+        return
     for existing in existing_outputs(output_dir, name, files):
         if owned is None or not is_owned(user_dir, existing, owned):
             raise OutputError(

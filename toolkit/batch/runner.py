@@ -84,8 +84,8 @@ def preflight(users: UserList, settings: BatchSettings) -> None:
         source = PassphraseSource(
             settings.ca.passphrase_env, settings.ca.passphrase_file, environ=settings.environ
         )
-        try:
-            ca.open_ca(settings.ca.dir, source)
+        try:  # kept: the main process issues too, and the CA key is slow to decrypt
+            worker._AUTHORITIES[settings.ca.dir] = ca.open_ca(settings.ca.dir, source)
         except ToolkitError as exc:
             raise UserListError(f"{users.source}: ca: {exc.message}", hint=exc.hint) from exc
 
