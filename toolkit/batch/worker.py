@@ -34,12 +34,12 @@ from toolkit.errors import CAError, ToolkitError, WriteError
 from toolkit.output import StagedWrite, check_writable, is_owned, remove_tree
 from toolkit.package import AzurePackage, load_package
 from toolkit.passphrase import PassphraseSource
-from toolkit.signing import ProfileSigner, load_signer
 
 if TYPE_CHECKING:
     from cryptography import x509
 
     from toolkit.ca import LedgerEntry
+    from toolkit.signing import ProfileSigner
 
 Status = Literal["written", "unchanged", "failed", "planned", "skipped"]
 STATUSES: tuple[Status, ...] = ("written", "unchanged", "planned", "failed", "skipped")
@@ -145,6 +145,8 @@ def _signer(sign: SignSettings | None) -> ProfileSigner | None:
     if sign is None:
         return None
     if sign not in _SIGNERS:
+        from toolkit.signing import load_signer  # local: most batches sign nothing
+
         _SIGNERS[sign] = load_signer(sign.cert, sign.key)
     return _SIGNERS[sign]
 
