@@ -201,10 +201,13 @@ class _Run:
         for index, user in enumerate(self.users):
             if self.stopping():
                 break
-            previous = state.record(user.name)
+            done = state.last_done(user.name)
+            previous = done.get("record") if done is not None else None
             if previous is not None and not self.settings.dry_run:
                 recover_user(self.settings.output, user.name)  # an interrupted run's leftovers
-            carried = worker.unchanged_outcome(user, self.settings, previous, ledger)
+            carried = worker.unchanged_outcome(
+                user, self.settings, previous if isinstance(previous, dict) else None, ledger, done
+            )
             if carried is not None:
                 self.record(index, carried)
             else:
