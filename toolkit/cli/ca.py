@@ -1,5 +1,5 @@
 """`ovpn-toolkit ca ...`: the certificate authority's command line (thin: the work is in
-``toolkit.ca``). The main CLI mounts it with ``app.add_typer(ca_app, name="ca")``."""
+``toolkit.ca``). The root group loads it on use (``toolkit.cli.commands``)."""
 
 from __future__ import annotations
 
