@@ -8,7 +8,7 @@ through the C escaper, and the text is handed to ``write`` in pieces of about 64
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _escape = json.encoder.encode_basestring_ascii
@@ -16,43 +16,56 @@ _FLUSH_AT = 4096  # pieces
 
 
 def write_indented(document: Any, write: Callable[[str], object]) -> None:
-    """Write ``json.dumps(document, indent=2)`` through ``write``, in pieces."""
+    """Write ``json.dumps(document, indent=2)`` through ``write``, in pieces. An iterator (a
+    generator) in the document is written as the list it yields, one item at a time, so a
+    long list need never be held whole."""
     pieces: list[str] = []
+    append = pieces.append
 
     def emit(obj: Any, pad: str) -> None:
-        if isinstance(obj, str):
-            pieces.append(_escape(obj))
-        elif isinstance(obj, dict):
+        kind = type(obj)
+        if kind is str:
+            append(_escape(obj))
+        elif kind is dict:
             if not obj:
-                pieces.append("{}")
+                append("{}")
                 return
             inner = pad + "  "
             separator = "{" + inner
             for key, value in obj.items():
-                if not isinstance(key, str):
+                if type(key) is not str:
                     raise TypeError("only string keys")  # never in our documents
-                pieces.append(separator)
-                pieces.append(_escape(key))
-                pieces.append(": ")
-                emit(value, inner)
+                append(separator)
+                append(_escape(key))
+                if type(value) is str:  # most values: no call
+                    append(": " + _escape(value))
+                else:
+                    append(": ")
+                    emit(value, inner)
                 separator = "," + inner
-            pieces.append(pad + "}")
-        elif isinstance(obj, list | tuple):
-            if not obj:
-                pieces.append("[]")
-                return
+            append(pad + "}")
+        elif kind is list or kind is tuple or isinstance(obj, Iterator):
             inner = pad + "  "
             separator = "[" + inner
             for value in obj:
-                pieces.append(separator)
-                emit(value, inner)
+                append(separator)
+                if type(value) is str:
+                    append(_escape(value))
+                else:
+                    emit(value, inner)
                 separator = "," + inner
-            pieces.append(pad + "]")
-            if len(pieces) >= _FLUSH_AT:
-                write("".join(pieces))
-                pieces.clear()
+                if len(pieces) >= _FLUSH_AT:
+                    write("".join(pieces))
+                    pieces.clear()
+            append("[]" if separator == "[" + inner else pad + "]")
+        elif isinstance(obj, str):  # subclasses (a StrEnum): as json.dumps writes them
+            append(_escape(obj))
+        elif isinstance(obj, dict):
+            emit(dict(obj), pad)
+        elif isinstance(obj, list | tuple):
+            emit(list(obj), pad)
         else:  # numbers, booleans, None: the standard library's own forms
-            pieces.append(json.dumps(obj))
+            append(json.dumps(obj))
 
     emit(document, "\n")
     write("".join(pieces))
