@@ -125,7 +125,7 @@ def batch(
             "-j",
             metavar="N",
             min=1,
-            help="Worker processes (default: number of CPUs).",
+            help="Processes that plan and write, this one included (default: number of CPUs).",
             show_default=False,
         ),
     ] = None,
