@@ -133,6 +133,7 @@ def clear_caches() -> None:
     _ROOTS.clear()
     _SIGNERS.clear()
     _SIGN_DIGESTS.clear()
+    _SETTINGS_DIGESTS.clear()
 
 
 def _package(path: Path) -> AzurePackage:
@@ -189,6 +190,28 @@ def _credential_files(
     ]
 
 
+_USER_FIELDS = tuple(f.name for f in fields(UserEntry) if f.name != "line")
+_SETTINGS_DIGESTS: dict[tuple[BatchSettings, str], str] = {}
+
+
+def _settings_digest(settings: BatchSettings, package: AzurePackage) -> str:
+    """The part of every user's fingerprint that is the same for the whole batch (once)."""
+    key = (settings, package.content_sha256)
+    if key not in _SETTINGS_DIGESTS:
+        data = {
+            "tool": __version__,
+            "package": package.content_sha256,
+            "package_source": Path(package.source).name,
+            "roots": _roots(settings.roots)[1],
+            "sign": _sign_digests(settings.sign) if settings.sign else None,
+            "warn_days": settings.warn_days,
+            "guide": settings.guide,
+        }
+        text = json.dumps(data, sort_keys=True, default=str)
+        _SETTINGS_DIGESTS[key] = hashlib.sha256(text.encode()).hexdigest()
+    return _SETTINGS_DIGESTS[key]
+
+
 def _fingerprint(
     user: UserEntry,
     settings: BatchSettings,
@@ -199,19 +222,13 @@ def _fingerprint(
     """Everything the outputs depend on; passphrases are not (the output key is the same).
 
     A generated PKCS#12 password is not either: it is random at every planning, so an
-    unchanged user is skipped here, before planning, and keeps the password it was given."""
-    data = {
-        "tool": __version__,
-        "package": package.content_sha256,
-        "package_source": Path(package.source).name,
-        "user": {f.name: getattr(user, f.name) for f in fields(user) if f.name != "line"},
-        "credentials": [digests[p] if p is not None else None for p, _what in cred_files],
-        "roots": _roots(settings.roots)[1],
-        "sign": _sign_digests(settings.sign) if settings.sign else None,
-        "warn_days": settings.warn_days,
-        "guide": settings.guide,
-    }
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    unchanged user is skipped before planning, and keeps the password it was given."""
+    data = [
+        _settings_digest(settings, package),
+        [getattr(user, name) for name in _USER_FIELDS],
+        [digests[p] if p is not None else None for p, _what in cred_files],
+    ]
+    return hashlib.sha256(json.dumps(data, default=str).encode()).hexdigest()
 
 
 def stat_key(path: str | Path) -> list[int] | None:
