@@ -172,3 +172,26 @@ def test_a_usage_error_is_one_error_line_with_a_hint() -> None:
     assert errors == ["Error: Invalid value for '--jobs' / '-j': 0 is not in the range x>=1."]
     assert "Try 'ovpn-toolkit batch -h' for help." in lines
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("ovpn-toolkit generate -t io", ["ios", "ios-keychain"]),
+        ("ovpn-toolkit check x.ovpn --target m", ["mobileconfig"]),
+        ("ovpn-toolkit ba", ["batch"]),
+    ],
+)
+def test_shell_completion_offers_commands_and_target_names(words: str, expected: list[str]) -> None:
+    """What bash's completion script asks the program (docs/reference/cli.md)."""
+    env = {
+        **os.environ,
+        "_OVPN_TOOLKIT_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split()) - 1),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "toolkit"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == expected

@@ -135,12 +135,20 @@ PassFileOpt = Annotated[
         "--passphrase-file", metavar="FILE", help=PASSPHRASE_FILE_HELP, show_default=False
     ),
 ]
+
+
+def complete_target(incomplete: str) -> list[str]:
+    """Shell completion of target names (``-t io<Tab>``)."""
+    return [name for name in TARGET_NAMES if name.startswith(incomplete)]
+
+
 TargetOpt = Annotated[
     Optional[list[str]],  # noqa: UP045 - typer needs Optional for list options
     typer.Option(
         "--target",
         "-t",
         metavar="TARGET",
+        autocompletion=complete_target,
         help=f"Output target, repeatable: {', '.join(TARGET_NAMES)}. "
         f"Default: {' and '.join(DEFAULT_TARGETS)}.",
         show_default=False,

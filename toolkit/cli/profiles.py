@@ -16,6 +16,7 @@ from toolkit.cli.common import (
     PassFileOpt,
     TargetOpt,
     WarnDaysOpt,
+    complete_target,
     guard,
     passphrase_source,
     plain_source,
@@ -406,7 +407,11 @@ def check(
     target: Annotated[
         str,
         typer.Option(
-            "--target", "-t", metavar="TARGET", help=f"One of: {', '.join(TARGET_NAMES)}."
+            "--target",
+            "-t",
+            metavar="TARGET",
+            help=f"One of: {', '.join(TARGET_NAMES)}.",
+            autocompletion=complete_target,
         ),
     ],
     passphrase_env: PassEnvOpt = None,
