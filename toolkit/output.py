@@ -511,18 +511,26 @@ def sync(paths: Sequence[Path]) -> None:
 _SYNCFS_FROM = 16  # paths: from this many on, one syncfs(2) is cheaper than one fsync each
 
 
+_libc_syncfs: Any = None  # syncfs(2) from the C library, looked up once; False: none
+
+
 def _syncfs(anchor: Path) -> bool:
     """syncfs(2) of the file system holding ``anchor``; False where the C library lacks it."""
-    try:
-        import ctypes
+    global _libc_syncfs
+    if _libc_syncfs is None:
+        try:
+            import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        call = libc.syncfs
-    except (OSError, AttributeError, ImportError):
+            _libc_syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        except (OSError, AttributeError, ImportError):
+            _libc_syncfs = False
+    if _libc_syncfs is False:
         return False
     fd = os.open(anchor, os.O_RDONLY)
     try:
-        if call(fd) != 0:
+        if _libc_syncfs(fd) != 0:
+            import ctypes
+
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code), str(anchor))
     finally:
@@ -530,14 +538,14 @@ def _syncfs(anchor: Path) -> bool:
     return True
 
 
-def make_durable(anchor: Path, paths: Sequence[Path]) -> None:
+def make_durable(anchor: Path, paths: Sequence[Path], *, group: bool = False) -> None:
     """Make ``paths`` (files and folders, all on the file system of ``anchor``) durable: one
-    ``syncfs(2)`` for a group (Linux: it writes back and commits everything dirty on that file
-    system at once, and reports write-back errors since Linux 5.8), else an fsync of each, issued
-    together from threads (:func:`sync`)."""
+    ``syncfs(2)`` for a batch's group, or any :data:`_SYNCFS_FROM` paths or more (Linux: it writes
+    back and commits everything dirty on that file system at once, and reports write-back errors
+    since Linux 5.8), else an fsync of each, issued together from threads (:func:`sync`)."""
     if not paths:
         return
-    if len(paths) >= _SYNCFS_FROM and _syncfs(anchor):
+    if (group or len(paths) >= _SYNCFS_FROM) and _syncfs(anchor):
         return
     sync(paths)
 
@@ -657,7 +665,11 @@ class StagedWrite:
         try:
             if before_swap is not None:
                 before_swap()
-            make_durable(self.output_dir, [p for item in self.staged for p in item.new_paths])
+            make_durable(
+                self.output_dir,
+                [p for item in self.staged for p in item.new_paths],
+                group=self.group,
+            )
         except (OSError, WriteError) as exc:
             self.discard()
             return exc if isinstance(exc, WriteError) else _write_failed(self.output_dir, exc)
