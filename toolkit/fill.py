@@ -162,28 +162,61 @@ def _raise_for_foreign(profile: Profile) -> None:
         )
 
 
+def _line_variables(raw: str) -> tuple[str, ...]:
+    """The template variables of one line, or () for a comment line."""
+    if raw.strip().startswith(("#", ";")):
+        return ()
+    return tuple(match.group(0) for match in TEMPLATE_VARIABLE.finditer(raw))
+
+
+# the variables of lines seen before: a package's lines recur for every user and target
+_LINE_CACHE: dict[str, tuple[str, ...]] = {}
+_LINE_CACHE_MAX = 4096
+
+
 def _variables(profile: Profile) -> list[tuple[int, str]]:
-    """``(line, token)`` for every template variable outside comments, in line order."""
+    """``(line, token)`` for every template variable outside comments, in line order.
+
+    A variable needs a ``$`` or ``__``: lines without either (nearly all, PEM included) are
+    skipped without the regular expression; the others' results are remembered by text."""
     found: list[tuple[int, str]] = []
     for item in profile.items:
-        for offset, raw in enumerate(item.raw_lines):
-            stripped = raw.strip()
-            if stripped.startswith(("#", ";")):
+        if isinstance(item, Block):
+            text = "\n".join(item.body)
+            if "$" not in text and "__" not in text:  # only the tags can hold one
+                if "$" in item.open_raw or "__" in item.open_raw:
+                    _add(found, item.line, item.open_raw)
+                if "$" in item.close_raw or "__" in item.close_raw:
+                    _add(found, item.line + len(item.body) + 1 if item.line else 0, item.close_raw)
                 continue
-            for match in TEMPLATE_VARIABLE.finditer(raw):
-                found.append((item.line + offset if item.line else 0, match.group(0)))
+        for offset, raw in enumerate(item.raw_lines):
+            if "$" in raw or "__" in raw:
+                _add(found, item.line + offset if item.line else 0, raw)
     return found
+
+
+def _add(found: list[tuple[int, str]], line: int, raw: str) -> None:
+    tokens = _LINE_CACHE.get(raw)
+    if tokens is None:
+        tokens = _line_variables(raw)
+        if len(_LINE_CACHE) >= _LINE_CACHE_MAX:
+            _LINE_CACHE.clear()
+        _LINE_CACHE[raw] = tokens
+    found.extend((line, token) for token in tokens)
 
 
 def foreign_placeholders(profile: Profile) -> list[tuple[int, str]]:
     """Template variables that are not Azure's placeholders (or sit outside <cert>/<key>)."""
+    found = _variables(profile)
+    if not found:
+        return []
     allowed: set[int] = set()
     for name in ("cert", "key"):
         for block in profile.blocks(name):
             allowed.update(range(block.line, block.line + len(block.raw_lines)))
     return [
         (line, token)
-        for line, token in _variables(profile)
+        for line, token in found
         if token not in AZURE_TOKENS or (line and line not in allowed)
     ]
 

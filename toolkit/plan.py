@@ -165,7 +165,7 @@ def package_gateway_id(package: AzurePackage) -> str:
     """:func:`gateway_id` of the package's profile; for a package with only ``Generic/``, the
     same GUID taken from ``VpnServer`` (``azuregateway-<guid>-<hex>.vpn.azure.com``)."""
     if package.has_profile:
-        return gateway_id(package.profile())
+        return gateway_id(package.template())
     server = package.vpn_settings.server if package.vpn_settings else None
     if server:
         match = _VPN_SERVER_GUID.match(server)
@@ -175,7 +175,7 @@ def package_gateway_id(package: AzurePackage) -> str:
 
 def package_gateway_host(package: AzurePackage) -> str:
     if package.has_profile:
-        return gateway_host(package.profile())
+        return gateway_host(package.template())
     server = package.vpn_settings.server if package.vpn_settings else None
     return server or "the Azure VPN gateway"
 

@@ -35,9 +35,15 @@ def environment() -> jinja2.Environment:
     )
 
 
+@functools.cache
+def _template(name: str) -> jinja2.Template:
+    """Compiled once per process: jinja2's own cache would stat the file at every render."""
+    return environment().get_template(name)
+
+
 def render(template: str, **context: Any) -> str:
     try:
-        return environment().get_template(template).render(**context)
+        return _template(template).render(**context)
     except jinja2.TemplateNotFound:
         raise ToolkitError(
             f"template {template} is missing from the installation",

@@ -7,6 +7,7 @@ How certificates are named everywhere (subject, SHA-1 thumbprint, expiry) lives 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from toolkit.errors import CredentialsError
@@ -82,12 +84,15 @@ class CertificateSummary:
         }
 
 
-def _public_key_matches(cert: x509.Certificate, key: UsableKey) -> bool:
+def _same_public_key(public: CertificatePublicKeyTypes, key: UsableKey) -> bool:
     fmt = serialization.PublicFormat.SubjectPublicKeyInfo
     enc = serialization.Encoding.DER
-    return bool(cert.public_key().public_bytes(enc, fmt) == key.public_key().public_bytes(enc, fmt))
+    return bool(public.public_bytes(enc, fmt) == key.public_key().public_bytes(enc, fmt))
 
 
+# the same signature is checked twice per user (validation, then the root to fill in): the
+# result depends only on the two certificates (compared by their DER), so it is remembered
+@functools.lru_cache(maxsize=256)
 def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
     try:
         child.verify_directly_issued_by(parent)
@@ -114,8 +119,9 @@ def chains_to(
     return None
 
 
-def describe_cert(cert: x509.Certificate) -> str:
-    summary = CertificateSummary.of(cert)
+def describe_cert(cert: x509.Certificate, summary: CertificateSummary | None = None) -> str:
+    """``'CN' (thumbprint ...)``; ``summary``: the certificate's, when the caller has it."""
+    summary = summary or CertificateSummary.of(cert)
     return f"'{summary.common_name or summary.subject}' (thumbprint {summary.thumbprint_sha1})"
 
 
@@ -138,6 +144,7 @@ def validate_credentials(
         targets=targets,
         warn_days=warn_days,
         now=now,
+        summary=creds.summary,
     )
 
 
@@ -152,11 +159,14 @@ def validate_certificate(
     targets: Sequence[str] = (),
     warn_days: int = 30,
     now: dt.datetime | None = None,
+    summary: CertificateSummary | None = None,
 ) -> list[Finding]:
-    """The checks of :func:`validate_credentials`; the key check only when a key is given."""
+    """The checks of :func:`validate_credentials`; the key check only when a key is given.
+    ``summary``: the certificate's :class:`CertificateSummary`, when the caller has it."""
     now = now or dt.datetime.now(dt.UTC)
     label = cert_source or "certificate"
-    who = describe_cert(cert)
+    who = describe_cert(cert, summary)
+    public_key = cert.public_key()
     findings: list[Finding] = []
 
     def error(code: str, message: str, hint: str | None = None) -> None:
@@ -165,7 +175,7 @@ def validate_certificate(
     def warning(code: str, message: str, hint: str | None = None) -> None:
         findings.append(Finding("warning", code, message, hint))
 
-    if private_key is not None and not _public_key_matches(cert, private_key):
+    if private_key is not None and not _same_public_key(public_key, private_key):
         error(
             "key-mismatch",
             f"{key_source}: the private key does not belong to the certificate {who} in {label}",
@@ -224,7 +234,6 @@ def validate_certificate(
             f"{label}: certificate {who} is signed with {algorithm.name.upper()}",
             "OpenVPN Connect rejects SHA-1 signatures ('ca md too weak'); reissue with SHA-256",
         )
-    public_key = cert.public_key()
     if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < 2048:
         error(
             "weak-key",

@@ -80,15 +80,26 @@ def _size_problems(data: bytes, origins: list[int] | None = None) -> list[tuple[
     return problems
 
 
-def _raise_for_size(profile: Profile) -> None:
-    """ProfileError when OpenVPN Connect would refuse the profile for its size or a line."""
+def _within_limits(data: bytes) -> bool:
+    """No problem for :func:`_size_problems` (the common case, found without a line loop)."""
+    if len(data) > MAX_PROFILE_BYTES:
+        return False
+    return len(data) <= MAX_LINE_BYTES or max(map(len, data.split(b"\n"))) <= MAX_LINE_BYTES
+
+
+def _raise_for_size(profile: Profile, data: bytes | None = None) -> None:
+    """ProfileError when OpenVPN Connect would refuse the profile for its size or a line;
+    ``data``: the profile's bytes, when the caller has them."""
+    data = profile.to_bytes() if data is None else data
+    if _within_limits(data):
+        return
     # report lines of Azure's file (the output is not written when this fails)
     origins = [
         item.line + offset if item.line else 0
         for item in profile.items
         for offset in range(len(item.raw_lines))
     ]
-    problems = _size_problems(profile.to_bytes(), origins)
+    problems = _size_problems(data, origins)
     if problems:
         raise ProfileError(
             f"{profile.source}: {problems[0][1]}",
@@ -188,8 +199,9 @@ class IOSTarget(Target):
         return edits, []
 
     def render(self, profile: Profile, ctx: TargetContext) -> list[PlannedFile]:
-        _raise_for_size(profile)
-        return [PlannedFile(f"{self.name}/{self.file_stem(ctx)}.ovpn", profile.to_bytes())]
+        data = profile.to_bytes()
+        _raise_for_size(profile, data)
+        return [PlannedFile(f"{self.name}/{self.file_stem(ctx)}.ovpn", data)]
 
     def next_step(self, file_to_send: Path) -> str:
         return (
