@@ -3,15 +3,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import zipfile
+from collections.abc import Callable
+from pathlib import Path
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toolkit import fill
-from toolkit.errors import ProfileError
+from toolkit import fill, plan
+from toolkit.ca import keys as pki
+from toolkit.credentials import ClientCredentials
+from toolkit.errors import ProfileError, ToolkitError
+from toolkit.package import load_package
+from toolkit.plan import UserPlan, UserRequest, plan_user
 from toolkit.profile import Profile
+from toolkit.sample import SampleGateway
+from toolkit.targets import TARGETS
 from toolkit.targets.ios.target import MAX_LINE_BYTES, _size_problems, _within_limits
 from toolkit.targets.tunnelblick.archive import ZIP_DATE, _with_zipfile, bundle_zip
 from toolkit.targets.tunnelblick.target import _config_problems
@@ -147,3 +157,111 @@ def test_backslash_lines_are_still_found(lines: list[bytes]) -> None:
         if line.rstrip(b"\r").endswith(b"\\")
     ]
     assert [p for p in _config_problems(data) if "backslash" in p] == expected
+
+
+# --- the per-package preparation (plan._prepared) plans exactly what planning from scratch does
+
+
+EXTRA_PROFILE_LINES = [
+    "",
+    "# an administrator's comment with $HOME",
+    "setenv FRIENDLY_NAME 'Old name'",
+    "# OVPN_ACCESS_SERVER_PROFILE=Old name",
+    "verify-x509-name 'two words' name",
+    "up /etc/openvpn/up.sh",
+    "disable-dco",
+    "log openvpn.log",
+    "management 127.0.0.1 7505",
+    "route-method exe",
+    "setenv USER $USER",
+    "tls-auth ta.key 1",
+    "dev tap",
+    "x" * 600,
+    "auth-user-pass __LOGIN__",
+    "ping-restart 0 \\",
+]
+
+
+def _outcome(plan: Callable[[], UserPlan]) -> object:
+    """What planning gave: every file, edit and warning, or the error."""
+    try:
+        made = plan()
+    except ToolkitError as exc:
+        return (type(exc).__name__, exc.message, exc.hint)
+    files = [(f.path, f.data, f.mode) for f in made.files]
+    return files, [t.edits for t in made.targets], made.warnings, made.to_json()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    extra=st.lists(st.sampled_from(EXTRA_PROFILE_LINES), max_size=3),
+    display=st.sampled_from([None, "Alice (Contoso)", "Bob $HOME", "Carol __X__", "é" * 100]),
+    filled=st.booleans(),
+    replace=st.booleans(),
+    targets=st.sampled_from([("tunnelblick", "ios"), ("ios", "tunnelblick"), ("ios",)]),
+)
+def test_prepared_planning_is_planning_from_scratch(
+    gateway: SampleGateway,
+    client: pki.IssuedCertificate,
+    p2s_root: pki.IssuedCertificate,
+    tmp_path_factory: pytest.TempPathFactory,
+    extra: list[str],
+    display: str | None,
+    filled: bool,
+    replace: bool,
+    targets: tuple[str, ...],
+) -> None:
+    text = gateway.profile_text()
+    text = text.replace(
+        "remote-cert-tls server\n",
+        "remote-cert-tls server\n" + "".join(line + "\n" for line in extra),
+    )
+    if filled:
+        text = text.replace("$PRIVATEKEY", client.key_pem().decode("ascii").strip())
+    source = tmp_path_factory.mktemp("pkg") / "vpnconfig.ovpn"
+    source.write_text(text, encoding="utf-8")
+    creds = ClientCredentials(client.certificate, client.private_key)
+    request = UserRequest(
+        name="alice",
+        display_name=display,
+        targets=targets,
+        guide=True,
+        replace_credentials=replace,
+    )
+    now = client.certificate.not_valid_before_utc + dt.timedelta(days=1)
+
+    def planned() -> UserPlan:
+        return plan_user(
+            load_package(source), creds, request, roots=[p2s_root.certificate], now=now
+        )
+
+    plan._FACTS.clear()
+    prepared = _outcome(planned)
+    with pytest.MonkeyPatch.context() as patch:
+        for target in TARGETS.values():
+            patch.setattr(type(target), "splits_adapt", False)
+        plan._FACTS.clear()  # equal packages share their facts: none made with the split
+        from_scratch = _outcome(planned)
+    plan._FACTS.clear()
+    assert prepared == from_scratch
+
+
+def test_prepared_part_is_made_once_per_package(
+    gateway: SampleGateway, client: pki.IssuedCertificate, tmp_path: Path
+) -> None:
+    source = tmp_path / "vpnconfig.ovpn"
+    source.write_text(gateway.profile_text(), encoding="utf-8")
+    package = load_package(source)
+    creds = ClientCredentials(client.certificate, client.private_key)
+    first = plan_user(package, creds, UserRequest(name="alice", display_name="A"))
+    facts = plan._facts(package)
+    prepared = dict(facts.targets)
+    assert set(prepared) == {"tunnelblick", "ios"} and all(prepared.values())
+    second = plan_user(package, creds, UserRequest(name="bob", display_name="B"))
+    assert facts.targets == prepared  # reused, not made again
+    template = package.template().serialize()
+    assert all(p is not None and p.profile.serialize() != template for p in prepared.values())
+    # each user's profile is a copy: the prepared one is never filled or renamed
+    assert b"setenv FRIENDLY_NAME A" in first.targets[1].files[0].data
+    assert b"setenv FRIENDLY_NAME B" in second.targets[1].files[0].data
+    assert all("$PRIVATEKEY" in p.profile.serialize() for p in prepared.values() if p)

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 
 from toolkit.errors import ProfileError
 from toolkit.findings import Edit
-from toolkit.profile import Block, Profile
+from toolkit.profile import Blank, Block, Comment, Directive, Profile
 
 Dialect = Literal["classic", "chain", "empty", "filled"]
 PLACEHOLDER = re.compile(r"\$[A-Z][A-Z0-9_]*")
@@ -61,10 +61,15 @@ def _block_state(block: Block) -> Dialect | None:
 
 def placeholder_dialect(profile: Profile) -> Dialect:
     """How the ``<cert>`` block asks to be filled."""
+    return _dialect(profile, None)
+
+
+def _dialect(profile: Profile, variables: list[tuple[int, str]] | None) -> Dialect:
+    """:func:`placeholder_dialect`; ``variables``: :func:`_variables` of the profile, if made."""
     block = profile.block("cert")
     if block is None:
         raise ProfileError(f"{profile.source}: no <cert> block", hint="not an Azure P2S profile")
-    _raise_for_foreign(profile)
+    _raise_for_foreign(profile, variables)
     state = _block_state(block)
     if state is None:
         raise ProfileError(
@@ -91,11 +96,20 @@ def _pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
-def fill_credentials(
-    profile: Profile, creds: CredentialPem, *, replace: bool = False
-) -> list[Edit]:
-    """Fill ``<cert>``/``<key>`` in place; return the edits. Refuse filled blocks unless
-    ``replace``. Afterwards no ``$`` placeholder may remain anywhere."""
+@dataclass(frozen=True)
+class FillCheck:
+    """What :func:`fill_credentials` checks in a profile before filling it, found once by
+    :func:`check_fill` (``plan`` does it once per package and target, not per user).
+
+    ``remaining``: the template variables the fill leaves in place (all but those of the two
+    bodies it replaces), in line order; None when they cannot be told apart (an added block)."""
+
+    dialect: Dialect
+    key_state: Dialect
+    remaining: tuple[tuple[int, str], ...] | None
+
+
+def _blocks_to_fill(profile: Profile) -> tuple[Block, Block]:
     cert_block = profile.block("cert")
     key_block = profile.block("key")
     if cert_block is None or key_block is None:
@@ -104,13 +118,53 @@ def fill_credentials(
             f"{profile.source}: no <{missing}> block to fill",
             hint="not an Azure P2S certificate-authentication profile",
         )
-    dialect = placeholder_dialect(profile)
+    return cert_block, key_block
+
+
+def check_fill(profile: Profile) -> FillCheck:
+    """The checks :func:`fill_credentials` makes before filling (the same errors, in the same
+    order): both blocks there, no foreign template variable, each block a known state."""
+    cert_block, key_block = _blocks_to_fill(profile)
+    variables = _variables(profile)
+    dialect = _dialect(profile, variables)
     key_state = _block_state(key_block)
     if key_state is None:
         raise ProfileError(
             f"{profile.source} line {key_block.line}: <key> holds neither a placeholder nor PEM",
             hint="download the package again, or put $PRIVATEKEY back in the block",
         )
+    remaining = None
+    if cert_block.line and key_block.line:
+        bodies = {
+            line
+            for block in (cert_block, key_block)
+            for line in range(block.line + 1, block.line + 1 + len(block.body))
+        }
+        remaining = tuple((line, t) for line, t in variables if line not in bodies)
+    return FillCheck(dialect, key_state, remaining)
+
+
+def _has_variable(lines: list[str]) -> bool:
+    text = "\n".join(lines)
+    return "$" in text or "__" in text
+
+
+def fill_credentials(
+    profile: Profile,
+    creds: CredentialPem,
+    *,
+    replace: bool = False,
+    checked: FillCheck | None = None,
+) -> list[Edit]:
+    """Fill ``<cert>``/``<key>`` in place; return the edits. Refuse filled blocks unless
+    ``replace``. Afterwards no ``$`` placeholder may remain anywhere.
+
+    ``checked``: :func:`check_fill` of this same profile, or of one it differs from only by
+    lines without a ``$`` or ``__`` (then those checks are not made again)."""
+    cert_block, key_block = _blocks_to_fill(profile)
+    if checked is None:
+        checked = check_fill(profile)
+    dialect, key_state = checked.dialect, checked.key_state
     if (dialect == "filled" or key_state == "filled") and not replace:
         raise ProfileError(
             f"{profile.source} line {cert_block.line}: <cert>/<key> already hold credentials",
@@ -143,7 +197,10 @@ def fill_credentials(
             + (", encrypted PKCS#8 AES-256)" if b"ENCRYPTED" in creds.key_pem else ")"),
         ),
     ]
-    leftover = find_placeholders(profile)
+    if checked.remaining is None or _has_variable(cert_block.body) or _has_variable(key_block.body):
+        leftover = find_placeholders(profile)
+    else:  # the new bodies hold no variable: what remains is what the check found
+        leftover = list(checked.remaining)
     if leftover:
         line, token = leftover[0]
         raise ProfileError(
@@ -153,8 +210,8 @@ def fill_credentials(
     return edits
 
 
-def _raise_for_foreign(profile: Profile) -> None:
-    foreign = foreign_placeholders(profile)
+def _raise_for_foreign(profile: Profile, variables: list[tuple[int, str]] | None = None) -> None:
+    foreign = foreign_placeholders(profile, variables)
     if foreign:
         line, token = foreign[0]
         raise ProfileError(
@@ -189,6 +246,12 @@ def _variables(profile: Profile) -> list[tuple[int, str]]:
                 if "$" in item.close_raw or "__" in item.close_raw:
                     _add(found, item.line + len(item.body) + 1 if item.line else 0, item.close_raw)
                 continue
+        kind = type(item)
+        if kind is Directive or kind is Comment or kind is Blank:  # one line
+            raw: str = item.raw  # type: ignore[attr-defined]
+            if "$" in raw or "__" in raw:
+                _add(found, item.line, raw)
+            continue
         for offset, raw in enumerate(item.raw_lines):
             if "$" in raw or "__" in raw:
                 _add(found, item.line + offset if item.line else 0, raw)
@@ -205,9 +268,12 @@ def _add(found: list[tuple[int, str]], line: int, raw: str) -> None:
     found.extend((line, token) for token in tokens)
 
 
-def foreign_placeholders(profile: Profile) -> list[tuple[int, str]]:
-    """Template variables that are not Azure's placeholders (or sit outside <cert>/<key>)."""
-    found = _variables(profile)
+def foreign_placeholders(
+    profile: Profile, variables: list[tuple[int, str]] | None = None
+) -> list[tuple[int, str]]:
+    """Template variables that are not Azure's placeholders (or sit outside <cert>/<key>);
+    ``variables``: :func:`_variables` of the profile, when the caller has it."""
+    found = _variables(profile) if variables is None else variables
     if not found:
         return []
     allowed: set[int] = set()

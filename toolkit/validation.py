@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -34,13 +35,16 @@ UsableKey = (
 )
 
 
-def thumbprint_sha1(cert: x509.Certificate) -> str:
-    """Azure's certificate thumbprint: SHA-1 of the DER, upper-case hex, no separators."""
-    return cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - identifier, not security
+def thumbprint_sha1(cert: x509.Certificate, der: bytes | None = None) -> str:
+    """Azure's certificate thumbprint: SHA-1 of the DER, upper-case hex, no separators;
+    ``der``: the certificate's DER, when the caller has it."""
+    der = cert.public_bytes(serialization.Encoding.DER) if der is None else der
+    return hashlib.sha1(der, usedforsecurity=False).hexdigest().upper()
 
 
-def fingerprint_sha256(cert: x509.Certificate) -> str:
-    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+def fingerprint_sha256(cert: x509.Certificate, der: bytes | None = None) -> str:
+    der = cert.public_bytes(serialization.Encoding.DER) if der is None else der
+    return hashlib.sha256(der).digest().hex(":").upper()
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class CertificateSummary:
     def of(cls, cert: x509.Certificate) -> CertificateSummary:
         cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         cn = cns[0].value if cns else None
+        der = cert.public_bytes(serialization.Encoding.DER)
         return cls(
             subject=cert.subject.rfc4514_string(),
             issuer=cert.issuer.rfc4514_string(),
@@ -67,8 +72,8 @@ class CertificateSummary:
             serial_hex=f"{cert.serial_number:X}",
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
-            thumbprint_sha1=thumbprint_sha1(cert),
-            fingerprint_sha256=fingerprint_sha256(cert),
+            thumbprint_sha1=thumbprint_sha1(cert, der),
+            fingerprint_sha256=fingerprint_sha256(cert, der),
         )
 
     def to_json(self) -> dict[str, str | None]:

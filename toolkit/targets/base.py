@@ -104,11 +104,33 @@ class Target(abc.ABC):
         if self.uses_profile:
             package.require_profile(self.name)
 
+    # True when adapt is adapt_package (the package's profile alone) then adapt_user: planning
+    # does the first once per package and the second per user (see plan._prepared)
+    splits_adapt: ClassVar[bool] = False
+
     @abc.abstractmethod
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         """Edit ``profile`` in place for this client; return edits and warnings.
 
         Raises ProfileError when the profile cannot work in this client at all."""
+
+    def adapt_package(self, profile: Profile) -> tuple[list[Edit], list[Finding]]:
+        """For a target with ``splits_adapt``: what :meth:`adapt` does that depends on the
+        package's profile alone (no user, no option), in place."""
+        raise NotImplementedError
+
+    def adapt_user(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
+        """For a target with ``splits_adapt``: the rest of :meth:`adapt`, for one user. It may
+        only add items (planning checks that, and that they hold no template variable)."""
+        return [], []
+
+    def adapt_in_two(
+        self, profile: Profile, ctx: TargetContext
+    ) -> tuple[list[Edit], list[Finding]]:
+        """:meth:`adapt` of a target with ``splits_adapt``: the package's part, then the user's."""
+        edits, warnings = self.adapt_package(profile)
+        user_edits, user_warnings = self.adapt_user(profile, ctx)
+        return [*edits, *user_edits], [*warnings, *user_warnings]
 
     @abc.abstractmethod
     def render(self, profile: Profile, ctx: TargetContext) -> list[PlannedFile]:

@@ -80,11 +80,20 @@ def _size_problems(data: bytes, origins: list[int] | None = None) -> list[tuple[
     return problems
 
 
+_WINDOW = MAX_LINE_BYTES // 2
+
+
 def _within_limits(data: bytes) -> bool:
-    """No problem for :func:`_size_problems` (the common case, found without a line loop)."""
+    """No problem for :func:`_size_problems` (the common case, found without a line loop).
+
+    When every aligned window of 256 bytes holds a newline, no line can reach 512 bytes (a
+    run of 511 bytes covers a whole window); only otherwise are the lines measured."""
     if len(data) > MAX_PROFILE_BYTES:
         return False
-    return len(data) <= MAX_LINE_BYTES or max(map(len, data.split(b"\n"))) <= MAX_LINE_BYTES
+    find = data.find
+    if all(find(b"\n", start, start + _WINDOW) >= 0 for start in range(0, len(data), _WINDOW)):
+        return True
+    return max(map(len, data.split(b"\n"))) <= MAX_LINE_BYTES
 
 
 def _raise_for_size(profile: Profile, data: bytes | None = None) -> None:
@@ -115,8 +124,12 @@ class IOSTarget(Target):
     # without <key>, OpenVPN Connect asks for an identity from its keychain (external PKI)
     missing_key: ClassVar[Literal["error", "warning"] | None] = "warning"
     file_label = "iphone"
+    splits_adapt = True  # only the name header depends on the user
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
+        return self.adapt_in_two(profile, ctx)
+
+    def adapt_package(self, profile: Profile) -> tuple[list[Edit], list[Finding]]:
         unfixable = _unfixable(profile)
         if unfixable:
             d, why = unfixable[0]
@@ -176,6 +189,11 @@ class IOSTarget(Target):
                         "replaced by the display name below",
                     )
                 )
+        return edits, []
+
+    def adapt_user(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
+        """The name OpenVPN Connect shows, added on top; then the size limits."""
+        edits: list[Edit] = []
         header = [
             Comment(0, f"# OVPN_ACCESS_SERVER_PROFILE={ctx.display_name}"),
             Directive.new("setenv", "FRIENDLY_NAME", ctx.display_name),

@@ -56,8 +56,12 @@ class TunnelblickTarget(Target):
     platform = "Mac"
     # Tunnelblick shows a configuration under its bundle's name: "alice-mac"
     file_label = "mac"
+    splits_adapt = True  # nothing of adapt depends on the user
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
+        return self.adapt_in_two(profile, ctx)
+
+    def adapt_package(self, profile: Profile) -> tuple[list[Edit], list[Finding]]:
         refs = file_references(profile)
         if refs:
             d = refs[0]
