@@ -62,11 +62,12 @@ class CertificateSummary:
 
     @classmethod
     def of(cls, cert: x509.Certificate) -> CertificateSummary:
-        cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        subject = cert.subject  # built anew (in Python) at every access: once here
+        cns = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         cn = cns[0].value if cns else None
         der = cert.public_bytes(serialization.Encoding.DER)
         return cls(
-            subject=cert.subject.rfc4514_string(),
+            subject=subject.rfc4514_string(),
             issuer=cert.issuer.rfc4514_string(),
             common_name=cn if isinstance(cn, str) else None,
             serial_hex=f"{cert.serial_number:X}",

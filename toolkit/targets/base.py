@@ -182,12 +182,15 @@ def pkcs12_password(ctx: TargetContext, stem: str) -> tuple[bytes, list[PlannedF
 def bundle_identifier(gateway_id: str, name: str) -> str:
     """A reverse-DNS identifier stable per gateway and user (only ``A-Z a-z 0-9 . -``): the
     same user re-issued replaces the installed profile instead of adding a second one."""
-
-    def slug(text: str) -> str:
-        return re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")[:40] or "x"
-
     digest = hashlib.sha256(f"{gateway_id}\0{name}".encode()).hexdigest()[:8]
-    return f"net.ovpn-toolkit.{slug(gateway_id)}.{slug(name)}-{digest}"
+    return f"net.ovpn-toolkit.{_slug(gateway_id)}.{_slug(name)}-{digest}"
+
+
+_NOT_SLUG = re.compile(r"[^A-Za-z0-9-]+")
+
+
+def _slug(text: str) -> str:
+    return _NOT_SLUG.sub("-", text).strip("-")[:40] or "x"
 
 
 def stable_uuid(*parts: str) -> str:
