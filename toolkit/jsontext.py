@@ -8,7 +8,7 @@ through the C escaper, and the text is handed to ``write`` in pieces of about 64
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _escape = json.encoder.encode_basestring_ascii
@@ -16,7 +16,9 @@ _FLUSH_AT = 4096  # pieces
 
 
 def write_indented(document: Any, write: Callable[[str], object]) -> None:
-    """Write ``json.dumps(document, indent=2)`` through ``write``, in pieces."""
+    """Write ``json.dumps(document, indent=2)`` through ``write``, in pieces. An iterator (a
+    generator) in the document is written as the list it yields, one item at a time, so a
+    long list need never be held whole."""
     pieces: list[str] = []
 
     def emit(obj: Any, pad: str) -> None:
@@ -37,20 +39,17 @@ def write_indented(document: Any, write: Callable[[str], object]) -> None:
                 emit(value, inner)
                 separator = "," + inner
             pieces.append(pad + "}")
-        elif isinstance(obj, list | tuple):
-            if not obj:
-                pieces.append("[]")
-                return
+        elif isinstance(obj, list | tuple | Iterator):
             inner = pad + "  "
             separator = "[" + inner
             for value in obj:
                 pieces.append(separator)
                 emit(value, inner)
                 separator = "," + inner
-            pieces.append(pad + "]")
-            if len(pieces) >= _FLUSH_AT:
-                write("".join(pieces))
-                pieces.clear()
+                if len(pieces) >= _FLUSH_AT:
+                    write("".join(pieces))
+                    pieces.clear()
+            pieces.append("[]" if separator == "[" + inner else pad + "]")
         else:  # numbers, booleans, None: the standard library's own forms
             pieces.append(json.dumps(obj))
 

@@ -24,15 +24,17 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import os
 import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from toolkit.errors import LockedError, OutputError, WriteError
 
@@ -120,6 +122,94 @@ def write_if_changed(path: Path, data: bytes, mode: int = FILE_MODE) -> bool:
         pass
     atomic_write(path, data, mode)
     return True
+
+
+class PendingFile:
+    """A file written in pieces (:meth:`write`), put in place atomically by :meth:`finish` only
+    when its content differs from what ``path`` holds. While the pieces match the present file
+    nothing is written; at the first difference a temporary file beside ``path`` gets the
+    matching part and the rest. So an unchanged manifest of 10 000 users is neither held in
+    memory nor rewritten (and needs no free space)."""
+
+    def __init__(self, path: Path, mode: int = FILE_MODE) -> None:
+        self.path = path
+        self.mode = mode
+        self._matched = 0  # bytes equal to the present file so far
+        self._tmp: str | None = None
+        self._handle: BinaryIO | None = None
+        try:
+            self._present: io.BufferedReader | None = open(path, "rb")  # noqa: SIM115
+        except OSError:
+            self._present = None
+        if self._present is None:
+            self._diverge()
+
+    def _diverge(self) -> None:
+        """From here on, write: the temporary file starts with the part that matched."""
+        ensure_private_dir(self.path.parent)
+        try:
+            fd, self._tmp = tempfile.mkstemp(
+                dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
+            )
+            os.fchmod(fd, self.mode)
+            handle = self._handle = os.fdopen(fd, "wb", buffering=1 << 16)
+            if self._present is not None:
+                self._present.seek(0)
+                remaining = self._matched
+                while remaining:
+                    block = self._present.read(min(remaining, 1 << 20))
+                    handle.write(block)
+                    remaining -= len(block)
+                self._present.close()
+                self._present = None
+        except OSError as exc:
+            self.abort()
+            raise _cannot_write(self.path, exc) from exc
+
+    def write(self, data: bytes) -> None:
+        if self._present is not None:
+            if self._present.read(len(data)) == data:
+                self._matched += len(data)
+                return
+            self._diverge()
+        assert self._handle is not None  # noqa: S101 - set by _diverge
+        try:
+            self._handle.write(data)
+        except OSError as exc:
+            self.abort()
+            raise _cannot_write(self.path, exc) from exc
+
+    def finish(self) -> bool:
+        """Put the file in place (fsynced) unless ``path`` holds the same bytes; True if it did."""
+        if self._present is not None:
+            longer = self._present.read(1) != b""
+            if not longer:
+                self._present.close()
+                self._present = None
+                return False
+            self._diverge()  # the present file goes on: the new one is a prefix of it
+        assert self._handle is not None and self._tmp is not None  # noqa: S101
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise _cannot_write(self.path, exc) from exc
+        fsync_dir(self.path.parent)
+        return True
+
+    def abort(self) -> None:
+        for handle in (self._present, self._handle):
+            if handle is not None:
+                with contextlib.suppress(OSError):
+                    handle.close()
+        self._present = self._handle = None
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
+            self._tmp = None
 
 
 def write_all(files: Sequence[tuple[Path, bytes, int]]) -> None:
@@ -347,14 +437,49 @@ def check_writable(
             )
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` with ``data``; made durable afterwards, with the others (:func:`sync`)."""
-    path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+def _write_new(
+    staging: Path, relative: str, data: bytes, mode: int, made: set[str] | None = None
+) -> list[Path]:
+    """Create ``staging/relative`` with ``data`` (and its missing folders, 0700; ``made``
+    remembers the folders already there); returns what was created, to be made durable with
+    the rest (:func:`make_durable`)."""
+    made = set() if made is None else made
+    created: list[Path] = []
+    *folders, _file = relative.split("/")
+    for depth in range(1, len(folders) + 1):
+        folder = "/".join(folders[:depth])
+        if folder in made:
+            continue
+        made.add(folder)
+        path = staging / folder
+        try:
+            os.mkdir(path, DIR_MODE)
+        except FileExistsError:
+            continue
+        if _UMASK & DIR_MODE:
+            os.chmod(path, DIR_MODE)  # whatever the umask
+        created.append(path)
+    path = staging / relative
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), mode)
-        handle.write(data)
+    try:
+        if mode & _UMASK:
+            os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    created.append(path)
+    return created
 
+
+def _current_umask() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 _SYNC_THREADS = 8
 _sync_pool: ThreadPoolExecutor | None = None
@@ -380,6 +505,40 @@ def sync(paths: Sequence[Path]) -> None:
         _sync_pool = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="ovpn-toolkit-fsync")
     for _ in _sync_pool.map(_fsync_path, paths):  # re-raises the first OSError
         pass
+
+
+_SYNCFS_FROM = 16  # paths: from this many on, one syncfs(2) is cheaper than one fsync each
+
+
+def _syncfs(anchor: Path) -> bool:
+    """syncfs(2) of the file system holding ``anchor``; False where the C library lacks it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.syncfs
+    except (OSError, AttributeError, ImportError):
+        return False
+    fd = os.open(anchor, os.O_RDONLY)
+    try:
+        if call(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(anchor))
+    finally:
+        os.close(fd)
+    return True
+
+
+def make_durable(anchor: Path, paths: Sequence[Path]) -> None:
+    """Make ``paths`` (files and folders, all on the file system of ``anchor``) durable: one
+    ``syncfs(2)`` for a group (Linux: it writes back and commits everything dirty on that file
+    system at once, and reports write-back errors since Linux 5.8), else an fsync of each, issued
+    together from threads (:func:`sync`)."""
+    if not paths:
+        return
+    if len(paths) >= _SYNCFS_FROM and _syncfs(anchor):
+        return
+    sync(paths)
 
 
 def fsync_dir(path: Path) -> None:
@@ -424,6 +583,187 @@ def recover_user(output_dir: Path, name: str) -> list[str]:
     return done
 
 
+class StagedWrite:
+    """Several users' outputs written at once, all or nothing per user, durable as a group.
+
+    :meth:`stage` writes a user's files into a staging folder (nothing is fsynced yet);
+    :meth:`commit` makes every staged file durable in one go (:func:`make_durable`), swaps each
+    user's outputs in by rename, makes the renames durable in one go, and cleans up. A user whose
+    folder does not exist yet (``group=True``: a batch, which holds the output folder's lock and
+    removes ``OUTPUT/.staging-*`` at its start) is staged whole as
+    ``OUTPUT/.staging-<token>/<name>`` and swapped in by one rename; otherwise the staging folder
+    is ``OUTPUT/<name>/.staging-<token>`` and each target folder is swapped (see the module
+    docstring). :meth:`discard` removes whatever was staged and not committed."""
+
+    def __init__(self, output_dir: Path, *, group: bool = False) -> None:
+        self.output_dir = output_dir
+        self.group = group
+        self.token = secrets.token_hex(4)
+        self.root = output_dir / f"{STAGING_PREFIX}{self.token}"  # for whole new users
+        self.staged: list[_Staged] = []
+
+    def stage(
+        self,
+        name: str,
+        files: Sequence[PlannedFile],
+        *,
+        force: bool = False,
+        owned: Owned | None = None,
+    ) -> None:
+        """Check that ``files`` may be written for ``name`` and write them into staging.
+        OutputError when something not ours is in the way; WriteError when writing fails
+        (nothing of this user is left behind)."""
+        recover_user(self.output_dir, name)
+        check_writable(self.output_dir, name, files, force, owned)
+        user_dir = self.output_dir / name
+        fresh = self.group and not user_dir.exists()
+        if fresh:
+            ensure_private_dir(self.root)
+            staging = self.root / name
+            created = False
+        else:
+            created = not user_dir.exists()
+            ensure_private_dir(user_dir)
+            staging = user_dir / f"{STAGING_PREFIX}{self.token}"
+        item = _Staged(
+            name, user_dir, staging, self.token, fresh, created, _owned_folders(files), files
+        )
+        try:
+            staging.mkdir(mode=DIR_MODE)
+            if _UMASK & DIR_MODE:
+                os.chmod(staging, DIR_MODE)
+            item.new_paths.append(staging)
+            made: set[str] = set()
+            for planned in files:
+                item.new_paths.extend(
+                    _write_new(staging, planned.path, planned.data, planned.mode, made)
+                )
+        except BaseException as exc:
+            item.discard()
+            if not isinstance(exc, OSError):
+                raise
+            raise _write_failed(user_dir, exc) from exc
+        self.staged.append(item)
+
+    def commit(self, before_swap: Callable[[], None] | None = None) -> WriteError | None:
+        """Swap every staged user in. ``before_swap`` runs once every staged file is written
+        and before anything is made durable (a batch appends its journal's ``begin`` lines
+        there: they become durable with the files). Returns None, or the WriteError that
+        stopped the swaps: the users before it are in place, that one and the rest are not
+        (see :attr:`committed`)."""
+        self.committed: list[str] = []
+        failure: WriteError | None = None
+        try:
+            if before_swap is not None:
+                before_swap()
+            make_durable(self.output_dir, [p for item in self.staged for p in item.new_paths])
+        except (OSError, WriteError) as exc:
+            self.discard()
+            return exc if isinstance(exc, WriteError) else _write_failed(self.output_dir, exc)
+        swapped: list[_Staged] = []
+        try:
+            for item in self.staged:
+                try:
+                    item.swap()  # all or nothing for this user: undone on any failure
+                except OSError as exc:
+                    failure = _write_failed(item.user_dir, exc)
+                    break
+                swapped.append(item)
+        except BaseException:  # Ctrl-C between two users: the group is put back as it was
+            for item in reversed(swapped):
+                item.undo()
+            self.discard()
+            raise
+        try:
+            dirs = [self.output_dir] if any(i.fresh or i.created for i in swapped) else []
+            make_durable(self.output_dir, [*dirs, *(i.user_dir for i in swapped if not i.fresh)])
+        except OSError as exc:
+            failure = failure or _write_failed(self.output_dir, exc)
+        self.committed = [item.name for item in swapped]
+        for item in swapped:
+            item.finish()
+        self.staged = [item for item in self.staged if item not in swapped]
+        self.discard()
+        return failure
+
+    def discard(self) -> None:
+        """Remove everything staged and not committed (each user as it was before)."""
+        for item in self.staged:
+            item.discard()
+        self.staged = []
+        if self.group:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class _Staged:
+    name: str
+    user_dir: Path
+    staging: Path
+    token: str
+    fresh: bool  # the whole user folder is staged: one rename
+    created: bool  # the user folder was created for this write (removed if it fails)
+    folders: list[str]
+    files: Sequence[PlannedFile]
+    new_paths: list[Path] = field(default_factory=list)  # made durable before the swap
+    swapped: list[tuple[Path, Path | None]] = field(default_factory=list)
+
+    def swap(self) -> None:
+        """Rename the staged outputs into place; on failure put everything back and raise."""
+        try:
+            if self.fresh:
+                os.rename(self.staging, self.user_dir)  # fails if it appeared meanwhile
+                self.swapped.append((self.user_dir, None))
+                return
+            for folder_name in self.folders:
+                final = self.user_dir / folder_name
+                previous = None
+                if final.exists():
+                    previous = self.user_dir / f"{OLD_PREFIX}{folder_name}-{self.token}"
+                    os.replace(final, previous)
+                self.swapped.append((final, previous))
+                os.replace(self.staging / folder_name, final)
+            for planned in self.files:
+                if not planned.folder:
+                    os.replace(self.staging / planned.path, self.user_dir / planned.path)
+        except BaseException:  # also Ctrl-C: never leave half-swapped outputs
+            self.undo()
+            raise
+
+    def undo(self) -> None:
+        # each step is one rename, so a crash in here still leaves what recover_user mends
+        for index, (final, previous) in enumerate(reversed(self.swapped)):
+            with contextlib.suppress(OSError):
+                if self.fresh:
+                    os.rename(final, self.staging)
+                    continue
+                if final.exists():
+                    os.replace(final, self.staging / f"undone-{index}")
+                if previous is not None:
+                    os.replace(previous, final)
+        self.swapped = []
+        self.discard()
+
+    def finish(self) -> None:
+        for _final, previous in self.swapped:
+            if previous is not None:
+                shutil.rmtree(previous, ignore_errors=True)
+        if not self.fresh:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+        if self.created:
+            shutil.rmtree(self.user_dir, ignore_errors=True)
+
+
+def _write_failed(user_dir: Path, exc: OSError) -> WriteError:
+    return WriteError(
+        f"{user_dir}: cannot write the outputs ({exc.strerror or exc})",
+        hint="check free space and permissions of the output folder; nothing was changed",
+    )
+
+
 def write_user(
     output_dir: Path,
     name: str,
@@ -431,79 +771,27 @@ def write_user(
     *,
     force: bool = False,
     owned: Owned | None = None,
-    durable: bool = True,
 ) -> None:
-    """Write every file under ``output_dir/name``; all or nothing (see the module docstring).
-
-    Durable on return: every file is fsynced before the swap, the folder after it; all of a
-    user's files at once (:func:`sync`). ``durable=False`` is for a batch, which makes a whole
-    group durable at once (:func:`sync_filesystem`) before it reports any of those users
-    written. What an interrupted earlier write left in the folder is mended first
+    """Write every file under ``output_dir/name``; all or nothing (see the module docstring),
+    durable on return. What an interrupted earlier write left in the folder is mended first
     (:func:`recover_user`)."""
-    recover_user(output_dir, name)
-    check_writable(output_dir, name, files, force, owned)
-    user_dir = output_dir / name
-    created = not user_dir.exists()
-    ensure_private_dir(user_dir)
-    token = secrets.token_hex(4)
-    staging = user_dir / f"{STAGING_PREFIX}{token}"
-    folders = _owned_folders(files)
-    swapped: list[tuple[Path, Path | None]] = []  # (target folder, its previous version)
+    writer = StagedWrite(output_dir)
     try:
-        staging.mkdir(mode=DIR_MODE)
-        for planned in files:
-            _write_new(staging / planned.path, planned.data, planned.mode)
-        new_dirs = [staging]
-        for folder in (staging / f for f in folders):
-            for sub in [folder, *[d for d in folder.rglob("*") if d.is_dir()]]:
-                os.chmod(sub, DIR_MODE)
-                new_dirs.append(sub)
-        # durable before anything is swapped in: the files' data and the new folders' entries
-        if durable:
-            sync([*(staging / f.path for f in files), *new_dirs])
-        for folder_name in folders:
-            final = user_dir / folder_name
-            previous = None
-            if final.exists():
-                previous = user_dir / f"{OLD_PREFIX}{folder_name}-{token}"
-                os.replace(final, previous)
-            swapped.append((final, previous))
-            os.replace(staging / folder_name, final)
-        for planned in files:
-            if not planned.folder:
-                os.replace(staging / planned.path, user_dir / planned.path)
-        if durable:
-            fsync_dir(user_dir)  # the renames themselves
-            if created:
-                fsync_dir(output_dir)
-    except BaseException as exc:  # also Ctrl-C: never leave half-swapped outputs
-        # each step is one rename, so a crash in here still leaves what recover_user mends
-        for index, (final, previous) in enumerate(reversed(swapped)):
-            with contextlib.suppress(OSError):
-                if final.exists():
-                    os.replace(final, staging / f"undone-{index}")
-                if previous is not None:
-                    os.replace(previous, final)
-        shutil.rmtree(staging, ignore_errors=True)
-        if created:
-            shutil.rmtree(user_dir, ignore_errors=True)
-        if not isinstance(exc, OSError):
-            raise
-        raise WriteError(
-            f"{user_dir}: cannot write the outputs ({exc.strerror or exc})",
-            hint="check free space and permissions of the output folder; nothing was changed",
-        ) from exc
-    for _final, previous in swapped:
-        if previous is not None:
-            shutil.rmtree(previous, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
+        writer.stage(name, files, force=force, owned=owned)
+        failure = writer.commit()
+    finally:
+        writer.discard()
+    if failure is not None:
+        raise failure
 
 
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
     "PUBLIC_MODE",
+    "PendingFile",
     "PlannedFile",
+    "StagedWrite",
     "append_line",
     "atomic_write",
     "check_writable",
@@ -513,6 +801,7 @@ __all__ = [
     "folder_lock",
     "fsync_dir",
     "is_owned",
+    "make_durable",
     "make_private",
     "recover_user",
     "remove_file",

@@ -1,6 +1,6 @@
 """The batch's durable state: ``OUTPUT/journal.jsonl``, an append-only journal.
 
-One JSON object per line, appended with one ``write(2)`` under an flock(2) and fsynced:
+One JSON object per line, appended under an flock(2) (several workers append at once):
 
 - ``{"event": "begin", "name": ..., "files": [{"path", "sha256"}]}`` before a user's files are
   swapped in: from then on those exact bytes, found at those paths, are known to be ours;
@@ -10,26 +10,31 @@ One JSON object per line, appended with one ``write(2)`` under an flock(2) and f
 The worker writing a user appends both (so a record is never lost with a killed main
 process). ``manifest.json``/``.csv`` are derived from the journal at the end of a run; a
 killed run's next run reads the journal, so nothing it finished is lost, and files it
-wrote but could not record are recognised by their digests. A torn last line (power loss)
-is ignored. At the end of a run the journal is compacted: per user in the list, the last
+wrote but could not record are recognised by their digests. A torn line (power loss) is
+ignored. At the end of a run the journal is compacted: per user in the list, the last
 ``done`` record and any ``begin`` after it.
 
-Durability can be grouped: the one ordering that matters is *files durable before the
-``begin`` record that claims them is needed*, i.e. a ``begin`` must be durable before the
-first rename of that user's swap. A ``done`` record may be fsynced later (``durable=False``
-and :meth:`Journal.sync` once per N users or at the end): if it is lost, the ``begin`` still
-proves the files ours and the next run rewrites that user.
+Durability is grouped (:mod:`toolkit.batch.worker` writes a chunk of users at once): the one
+ordering that matters is *a ``begin`` durable before the first rename of that user's swap*,
+together with the files it names. A ``done`` line may become durable later (with the next
+group, or at the end of the run): if it is lost, the ``begin`` still proves the files ours and
+the next run rewrites that user.
+
+Memory: :class:`JournalState` keeps only where each user's lines are in the file (offsets), and
+parses a line when it is asked for, so 10 000 users cost a few hundred kilobytes here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.output import append_line, atomic_write, sync_file
+from toolkit.output import PendingFile, append_line, sync_file
 
 JOURNAL = "journal.jsonl"
 JOURNAL_VERSION = 1
@@ -40,59 +45,134 @@ def journal_path(output: Path) -> Path:
 
 
 @dataclass
+class _UserLines:
+    spans: list[tuple[int, int]] = field(default_factory=list)  # (offset, length), in order
+    last_done: int = -1  # index into spans of the last "done", -1 when none
+
+
 class JournalState:
-    """What the journal says: each user's last record and every digest written per path."""
+    """What the journal says, per user: the last record and every digest written per path.
 
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # name -> output-relative path -> digests the toolkit wrote there (begin or done)
-    known: dict[str, dict[str, set[str]]] = field(default_factory=dict)
-    begins_after: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    Lines stay in the file; the state holds their offsets (and, for a folder of an older
+    version without a journal, records given in memory by :meth:`apply`)."""
 
-    def owned(self, name: str) -> dict[str, list[str]]:
-        """``name``'s digests keyed by path under ``OUTPUT/<name>/`` (for the writer)."""
-        prefix = f"{name}/"
-        return {
-            path[len(prefix) :]: sorted(digests)
-            for path, digests in self.known.get(name, {}).items()
-            if path.startswith(prefix)
-        }
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path
+        self._users: dict[str, _UserLines] = {}
+        self._memory: list[bytes] = []  # lines given by apply(): negative offsets -1, -2, ...
+        self._fd: int | None = None  # the journal, opened at the first read
 
-    def _learn(self, name: str, files: Any) -> None:
-        paths = self.known.setdefault(name, {})
-        for entry in files if isinstance(files, list) else []:
-            if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-                paths.setdefault(entry["path"], set()).add(str(entry.get("sha256")))
+    # --- building ----------------------------------------------------------------------------
+    def _add(self, name: str, event: str, span: tuple[int, int]) -> None:
+        lines = self._users.setdefault(name, _UserLines())
+        lines.spans.append(span)
+        if event == "done":
+            lines.last_done = len(lines.spans) - 1
 
     def apply(self, event: dict[str, Any]) -> None:
-        name = event.get("name")
-        if not isinstance(name, str):
+        """Add one event held in memory (a folder of an older version: its manifest)."""
+        name, kind = event.get("name"), event.get("event")
+        if isinstance(name, str) and kind in ("begin", "done"):
+            self._memory.append(_line(event))
+            self._add(name, str(kind), (-len(self._memory), 0))
+
+    # --- reading -----------------------------------------------------------------------------
+    def _raw(self, span: tuple[int, int]) -> bytes:
+        offset, length = span
+        if offset < 0:
+            return self._memory[-offset - 1].rstrip(b"\n")
+        if self._fd is None:
+            assert self._path is not None  # noqa: S101 - offsets only come from a file
+            self._fd = os.open(self._path, os.O_RDONLY)
+        return os.pread(self._fd, length, offset)
+
+    def _read(self, span: tuple[int, int]) -> dict[str, Any]:
+        event = json.loads(self._raw(span))
+        return event if isinstance(event, dict) else {}
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def names(self) -> list[str]:
+        return list(self._users)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._users and self._users[name].last_done >= 0
+
+    def record(self, name: str) -> dict[str, Any] | None:
+        """``name``'s last ``done`` record, or None."""
+        lines = self._users.get(name)
+        if lines is None or lines.last_done < 0:
+            return None
+        record = self._read(lines.spans[lines.last_done]).get("record")
+        return record if isinstance(record, dict) else None
+
+    def owned(self, name: str) -> dict[str, list[str]]:
+        """``name``'s digests keyed by path under ``OUTPUT/<name>/`` (for the writer): every
+        digest a ``begin`` or ``done`` of that user recorded."""
+        lines = self._users.get(name)
+        if lines is None:
+            return {}
+        prefix = f"{name}/"
+        known: dict[str, set[str]] = {}
+        for span in lines.spans:
+            event = self._read(span)
+            files = event.get("files") if event.get("event") == "begin" else None
+            if event.get("event") == "done" and isinstance(event.get("record"), dict):
+                files = event["record"].get("files")
+            for entry in files if isinstance(files, list) else []:
+                path = entry.get("path") if isinstance(entry, dict) else None
+                if isinstance(path, str) and path.startswith(prefix):
+                    known.setdefault(path[len(prefix) :], set()).add(str(entry.get("sha256")))
+        return {path: sorted(digests) for path, digests in known.items()}
+
+    def kept_lines(self, name: str) -> Iterator[bytes]:
+        """The lines compaction keeps for ``name``: its last ``done`` and the ``begin`` after."""
+        lines = self._users.get(name)
+        if lines is None:
             return
-        if event.get("event") == "begin":
-            self._learn(name, event.get("files"))
-            self.begins_after.setdefault(name, []).append(event)
-        elif event.get("event") == "done" and isinstance(event.get("record"), dict):
-            record = event["record"]
-            self._learn(name, record.get("files"))
-            self.records[name] = record
-            self.begins_after[name] = []
+        for span in lines.spans[max(lines.last_done, 0) :]:
+            yield self._raw(span) + b"\n"
+
+
+def _events(data: Iterable[bytes]) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    offset = 0
+    for raw in data:
+        length = len(raw)
+        line = raw.rstrip(b"\n")
+        if line:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = None  # a torn line of an interrupted append
+            if isinstance(event, dict):
+                yield offset, len(line), event
+        offset += length
 
 
 def read_journal(output: Path) -> JournalState | None:
     """The journal's state, or None when there is no journal (a folder of an older version)."""
+    path = journal_path(output)
+    state = JournalState(path)
     try:
-        data = journal_path(output).read_bytes()
+        with open(path, "rb") as handle:
+            for offset, length, event in _events(handle):
+                name, kind = event.get("name"), event.get("event")
+                if not isinstance(name, str) or kind not in ("begin", "done"):
+                    continue
+                if kind == "done" and not isinstance(event.get("record"), dict):
+                    continue
+                state._add(name, str(kind), (offset, length))
     except FileNotFoundError:
         return None
     except OSError:
         return JournalState()
-    state = JournalState()
-    for line in data.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue  # a torn line of an interrupted append
-        if isinstance(event, dict):
-            state.apply(event)
     return state
 
 
@@ -106,21 +186,27 @@ def append(output: Path, event: dict[str, Any], *, durable: bool = True) -> None
     append_line(journal_path(output), _line(event), durable=durable)
 
 
+def append_many(output: Path, events: Iterable[dict[str, Any]]) -> None:
+    """Append several events with one write (not fsynced: the caller syncs the group)."""
+    data = b"".join(_line(event) for event in events)
+    if data:
+        append_line(journal_path(output), data, durable=False)
+
+
 def sync(output: Path) -> None:
     """fsync the journal (after appends with ``durable=False``)."""
     sync_file(journal_path(output))
 
 
 def compact(output: Path, state: JournalState, names: list[str]) -> None:
-    """Rewrite the journal with what still matters for the users in ``names``."""
-    events: list[dict[str, Any]] = []
-    for name in names:
-        if name in state.records:
-            events.append({"event": "done", "name": name, "record": state.records[name]})
-        events.extend(state.begins_after.get(name, []))
-    data = b"".join(_line({k: v for k, v in e.items() if k != "v"}) for e in events)
-    path = journal_path(output)
-    with contextlib.suppress(OSError):
-        if path.read_bytes() == data:
-            return
-    atomic_write(path, data)
+    """Rewrite the journal with what still matters for the users in ``names`` (streamed; left
+    alone when that is what it holds)."""
+    pending = PendingFile(journal_path(output))
+    try:
+        for name in names:
+            for line in state.kept_lines(name):
+                pending.write(line)
+    except BaseException:
+        pending.abort()
+        raise
+    pending.finish()

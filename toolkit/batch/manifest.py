@@ -1,9 +1,9 @@
 """The batch's report of what it wrote: ``manifest.json`` and ``manifest.csv``.
 
 Derived from the journal (:mod:`toolkit.batch.journal`, the source of truth) and this run's
-outcomes; written atomically, and only when their content changes (idempotent re-runs leave
-them alone). :func:`read_manifest` is read only for output folders of an older version that
-have no journal yet.
+outcomes, streamed one user at a time; written atomically, and only when their content changes
+(idempotent re-runs leave them alone). :func:`read_manifest` is read only for output folders
+of an older version that have no journal yet.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from toolkit import __version__
 from toolkit.batch.worker import BatchSettings, UserOutcome
 from toolkit.jsontext import write_indented
-from toolkit.output import write_if_changed
+from toolkit.output import PendingFile
 
 MANIFEST_SCHEMA_VERSION = 1
 
@@ -30,94 +31,91 @@ def read_manifest(output: Path) -> dict[str, dict[str, Any]]:
         return {}
 
 
-def _manifest_records(
-    ordered: list[UserOutcome], previous: dict[str, dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """``previous``: each user's last record in the journal (after this run's appends)."""
-    records = []
-    for outcome in ordered:
-        if outcome.status in ("written", "unchanged", "skipped") and outcome.name in previous:
-            records.append(previous[outcome.name])  # what the journal knows is on disk
-            continue
-        record = outcome.to_json()
-        record.pop("issued", None)  # per run, not state
-        record.pop("superseded", None)
-        if record["status"] == "unchanged":
-            record["status"] = "written"
-        records.append(record)
-    return records
+CSV_COLUMNS = [
+    "name",
+    "display_name",
+    "common_name",
+    "serial",
+    "thumbprint_sha1",
+    "not_after",
+    "targets",
+    "status",
+    "reason",
+    "warnings",
+    "files",
+    "send",
+]
 
 
-def _indented_json(document: dict[str, Any]) -> bytes:
-    """``json.dumps(document, indent=2) + "\\n"`` as UTF-8, built without the two extra full
-    copies of the text (10 000 users make about 20 MB of it)."""
-    buffer = io.BytesIO()
-    write_indented(document, lambda text: buffer.write(text.encode("utf-8")))
-    buffer.write(b"\n")
-    return buffer.getvalue()
+def manifest_record(outcome: UserOutcome, journal_record: dict[str, Any] | None) -> dict[str, Any]:
+    """A user's entry: what the journal knows is on disk for a user written, unchanged or
+    skipped this run; otherwise this run's outcome (a failed or planned user)."""
+    if outcome.status in ("written", "unchanged", "skipped") and journal_record is not None:
+        return journal_record
+    record = outcome.to_json()
+    record.pop("issued", None)  # per run, not state
+    record.pop("superseded", None)
+    if record["status"] == "unchanged":
+        record["status"] = "written"
+    return record
 
 
-def _holds(path: Path, document: dict[str, Any]) -> bool:
-    """Whether ``path`` already holds ``document`` (parsed back: the C parser is fast)."""
-    try:
-        return bool(json.loads(path.read_bytes()) == document)
-    except (OSError, ValueError):
-        return False
+def _csv_row(user: dict[str, Any]) -> list[str]:
+    cert = user.get("certificate") or {}
+    return [
+        user["name"],
+        user.get("display_name", ""),
+        cert.get("common_name", ""),
+        cert.get("serial", ""),
+        cert.get("thumbprint_sha1", ""),
+        cert.get("not_after", ""),
+        " ".join(user.get("targets", [])),
+        user["status"],
+        user.get("reason", ""),
+        " | ".join(user.get("warnings", [])),
+        " ".join(f"{f['path']}:{f['sha256']}" for f in user.get("files", [])),
+        " ".join(s["path"] for s in user.get("send", [])),
+    ]
 
 
 def write_manifest(
-    output: Path,
-    settings: BatchSettings,
-    ordered: list[UserOutcome],
-    previous: dict[str, dict[str, Any]],
+    output: Path, settings: BatchSettings, records: Iterable[dict[str, Any]]
 ) -> bool:
-    """Write manifest.json and manifest.csv atomically, only when their content changes."""
-    records = _manifest_records(ordered, previous)
-    document = {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "tool": f"ovpn-toolkit {__version__}",
-        "package": str(settings.package_path),
-        "users": records,
-    }
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        [
-            "name",
-            "display_name",
-            "common_name",
-            "serial",
-            "thumbprint_sha1",
-            "not_after",
-            "targets",
-            "status",
-            "reason",
-            "warnings",
-            "files",
-            "send",
-        ]
-    )
-    for user in records:
-        cert = user.get("certificate") or {}
-        writer.writerow(
-            [
-                user["name"],
-                user.get("display_name", ""),
-                cert.get("common_name", ""),
-                cert.get("serial", ""),
-                cert.get("thumbprint_sha1", ""),
-                cert.get("not_after", ""),
-                " ".join(user.get("targets", [])),
-                user["status"],
-                user.get("reason", ""),
-                " | ".join(user.get("warnings", [])),
-                " ".join(f"{f['path']}:{f['sha256']}" for f in user.get("files", [])),
-                " ".join(s["path"] for s in user.get("send", [])),
-            ]
-        )
-    if _holds(output / "manifest.json", document):
-        wrote_json = False  # the same document: skip the (slow, indented) serialisation
-    else:
-        wrote_json = write_if_changed(output / "manifest.json", _indented_json(document))
-    wrote_csv = write_if_changed(output / "manifest.csv", buffer.getvalue().encode())
-    return wrote_json or wrote_csv
+    """Write manifest.json and manifest.csv from ``records`` (the users' entries in list order,
+    consumed once, one at a time), atomically, only where the content changes. True when either
+    file was written."""
+    json_file = PendingFile(output / "manifest.json")
+    csv_file = PendingFile(output / "manifest.csv")
+    try:
+        rows = io.StringIO()
+        table = csv.writer(rows, lineterminator="\n")
+        table.writerow(CSV_COLUMNS)
+
+        def users() -> Iterator[dict[str, Any]]:
+            for record in records:  # the CSV row is written as the JSON entry is
+                table.writerow(_csv_row(record))
+                if rows.tell() >= 1 << 16:
+                    csv_file.write(rows.getvalue().encode())
+                    rows.seek(0)
+                    rows.truncate()
+                yield record
+
+        document = {
+            "schema_version": MANIFEST_SCHEMA_VERSION,
+            "tool": f"ovpn-toolkit {__version__}",
+            "package": str(settings.package_path),
+            "users": users(),
+        }
+        write_indented(document, lambda text: json_file.write(text.encode("utf-8")))
+        json_file.write(b"\n")
+        csv_file.write(rows.getvalue().encode())
+    except BaseException:
+        json_file.abort()
+        csv_file.abort()
+        raise
+    try:
+        wrote_json = json_file.finish()
+    except BaseException:
+        csv_file.abort()
+        raise
+    return csv_file.finish() or wrote_json

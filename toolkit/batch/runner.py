@@ -22,15 +22,24 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from toolkit.batch import journal, worker
-from toolkit.batch.manifest import read_manifest, write_manifest
+from toolkit.batch.manifest import manifest_record, read_manifest, write_manifest
+from toolkit.batch.outcomes import OutcomeLog
 from toolkit.batch.userlist import UserList
-from toolkit.batch.worker import BatchSettings, Status, UserOutcome, UserTask, process_user
+from toolkit.batch.worker import (
+    BatchSettings,
+    ChunkTask,
+    Status,
+    UserOutcome,
+    outcome_fields,
+    process_chunk,
+)
 from toolkit.credentials import load_roots
 from toolkit.errors import ToolkitError, UserListError, WriteError
-from toolkit.output import folder_lock, remove_file
-from toolkit.package import check_output_location, load_package
+from toolkit.output import STAGING_PREFIX, folder_lock, recover_user, remove_file, remove_tree
+from toolkit.package import check_output_location
 from toolkit.passphrase import PassphraseSource
 
 POLL = 0.2  # seconds between checks of should_stop while workers run
@@ -40,22 +49,26 @@ PARENT_POLL = 0.5  # seconds between a worker's checks that its main process is 
 
 @dataclass
 class BatchResult:
-    outcomes: list[UserOutcome]
+    outcomes: OutcomeLog  # one per user, in the list's order (read back from disk one by one)
     manifest_written: bool
     dropped: list[str] = field(default_factory=list)  # in the old manifest, not in the list
     interrupted: bool = False  # stopped by should_stop (SIGINT/SIGTERM): the rest is skipped
 
     def count(self, status: Status) -> int:
-        return sum(1 for o in self.outcomes if o.status == status)
+        return self.outcomes.counts[status]
 
     @property
     def failed(self) -> list[UserOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
+        return [
+            self.outcomes[i]
+            for i in range(len(self.outcomes))
+            if self.outcomes.status(i) == "failed"
+        ]
 
 
 def preflight(users: UserList, settings: BatchSettings) -> None:
     """Checks that need more than the YAML: package, roots, CA and its passphrase."""
-    check_output_location(load_package(settings.package_path), settings.output)
+    check_output_location(worker._package(settings.package_path), settings.output)
     load_roots(list(settings.roots))
     if settings.ca is None or settings.dry_run:
         return
@@ -77,13 +90,6 @@ def preflight(users: UserList, settings: BatchSettings) -> None:
             raise UserListError(f"{users.source}: ca: {exc.message}", hint=exc.hint) from exc
 
 
-def _tasks(
-    users: UserList, settings: BatchSettings, state: journal.JournalState
-) -> Iterator[UserTask]:
-    for user in users.users:
-        yield UserTask(user, settings, state.records.get(user.name), state.owned(user.name))
-
-
 def _state(settings: BatchSettings) -> journal.JournalState:
     """The journal's state; for a folder of an older version, what its manifest says was
     written (only users it records as written: a failed user's files were never its own)."""
@@ -98,10 +104,13 @@ def _state(settings: BatchSettings) -> journal.JournalState:
 
 
 def _clean_temporary_files(output: Path) -> None:
-    """Temporary files of an interrupted atomic write of the manifest or journal."""
+    """Temporary files of an interrupted atomic write of the manifest or journal, and the
+    staging folders of new users an interrupted run did not swap in (we hold the lock)."""
     for name in ("manifest.json", "manifest.csv", journal.JOURNAL):
         for leftover in output.glob(f".{name}.*.tmp"):
             remove_file(leftover)
+    for leftover in output.glob(f"{STAGING_PREFIX}*"):
+        remove_tree(leftover)
 
 
 @contextlib.contextmanager
@@ -163,9 +172,9 @@ def _stop_worker(signum: int, frame: object) -> None:
     raise _WorkerStopped(128 + signum)
 
 
-def _run_in_worker(task: UserTask) -> UserOutcome:
+def _run_in_worker(task: ChunkTask) -> list[UserOutcome]:
     try:
-        return process_user(task)
+        return process_chunk(task)
     except _WorkerStopped:
         os._exit(128 + signal.SIGTERM)  # rolled back; nothing to report to a stopping pool
 
@@ -196,119 +205,218 @@ def run_batch(
     should_stop: Callable[[], bool] | None = None,
 ) -> BatchResult:
     """Run every user. ``should_stop`` is polled (the CLI sets it on SIGINT/SIGTERM): the run
-    then stops its workers, records what finished and returns with ``interrupted`` set."""
+    then stops its workers, records what finished and returns with ``interrupted`` set.
+
+    ``jobs`` processes plan and write: the main process and ``jobs - 1`` workers. Users whose
+    inputs and files are unchanged are decided here first, so an unchanged re-run starts none."""
     worker.clear_caches()  # a package replaced since an earlier run in this process is re-read
     preflight(users, settings)
     with _output_lock(settings.output, settings.dry_run):
         if not settings.dry_run:
             _clean_temporary_files(settings.output)
-        return _run_locked(users, settings, jobs, fail_fast, on_outcome, on_start, should_stop)
+        return _Run(users, settings, jobs, fail_fast, on_outcome, on_start, should_stop).run()
 
 
-def _run_locked(
-    users: UserList,
-    settings: BatchSettings,
-    jobs: int,
-    fail_fast: bool,
-    on_outcome: Callable[[UserOutcome], None] | None,
-    on_start: Callable[[str], None] | None,
-    should_stop: Callable[[], bool] | None,
-) -> BatchResult:
-    state = _state(settings)
-    known_before = list(state.records)
-    outcomes: dict[str, UserOutcome] = {}
-    order = [u.name for u in users.users]
-    stop = False
-    interrupted = False
-    fatal: UserOutcome | None = None
+INLINE_USERS = 4  # at most this many users to write: no worker is started
+MAX_CHUNK = 32  # users per chunk: one group commit (two rounds of syncfs) per chunk
 
-    def stopping() -> bool:
-        nonlocal stop, interrupted
-        if should_stop is not None and should_stop():
-            stop = interrupted = True
-        return stop
 
-    def record(outcome: UserOutcome) -> None:
-        nonlocal stop, fatal
-        outcomes[outcome.name] = outcome
-        if on_outcome:
-            on_outcome(outcome)
-        if outcome.fatal and fatal is None:
-            fatal, stop = outcome, True
-        if fail_fast and outcome.status == "failed":
-            stop = True
+def chunk_size(remaining: int, processes: int) -> int:
+    """Guided self-scheduling: big chunks while much is left (fewer group commits), smaller
+    towards the end (no process idles long waiting for the last big one)."""
+    return max(1, min(MAX_CHUNK, remaining // (processes * 4)))
 
-    tasks = _tasks(users, settings, state)
-    if jobs <= 1:
-        for task in tasks:
-            if stopping():
+
+class _Run:
+    def __init__(
+        self,
+        users: UserList,
+        settings: BatchSettings,
+        jobs: int,
+        fail_fast: bool,
+        on_outcome: Callable[[UserOutcome], None] | None,
+        on_start: Callable[[str], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.users = users.users
+        self.settings = settings
+        self.jobs = jobs
+        self.fail_fast = fail_fast
+        self.on_outcome = on_outcome
+        self.on_start = on_start
+        self.should_stop = should_stop
+        self.log = OutcomeLog(len(self.users))
+        self.stop = False
+        self.interrupted = False
+        self.fatal: UserOutcome | None = None
+
+    def stopping(self) -> bool:
+        if self.should_stop is not None and self.should_stop():
+            self.stop = self.interrupted = True
+        return self.stop
+
+    def record(self, index: int, outcome: UserOutcome) -> None:
+        self.log.put(index, outcome)
+        if self.on_outcome:
+            self.on_outcome(outcome)
+        if outcome.fatal and self.fatal is None:
+            self.fatal, self.stop = outcome, True
+        if self.fail_fast and outcome.status == "failed":
+            self.stop = True
+
+    def _ledger(self) -> dict[str, Any] | None:
+        if self.settings.ca is None:
+            return None
+        from toolkit import ca
+
+        try:
+            return dict(ca.current_by_name(ca.read_ledger(self.settings.ca.dir)))
+        except ToolkitError:
+            return None  # the workers report it
+
+    def _pending(self, state: journal.JournalState) -> list[int]:
+        """Users that need work; the unchanged ones are recorded on the way."""
+        ledger = self._ledger() if any(u.issued_from_ca for u in self.users) else None
+        pending: list[int] = []
+        for index, user in enumerate(self.users):
+            if self.stopping():
                 break
-            if on_start:  # in one process the user being worked on is known
-                on_start(task.user.name)
-            record(process_user(task))
-    else:
+            previous = state.record(user.name)
+            if previous is not None and not self.settings.dry_run:
+                recover_user(self.settings.output, user.name)  # an interrupted run's leftovers
+            carried = worker.unchanged_outcome(user, self.settings, previous, ledger)
+            if carried is not None:
+                self.record(index, carried)
+            else:
+                pending.append(index)
+        return pending
+
+    def _chunk(self, state: journal.JournalState, indices: list[int]) -> ChunkTask:
+        items = []
+        for index in indices:
+            user = self.users[index]
+            items.append((user, state.record(user.name), state.owned(user.name)))
+        return ChunkTask(self.settings, tuple(items))
+
+    def _inline(self, state: journal.JournalState, pending: list[int]) -> None:
+        """This process alone, chunk by chunk (each one group commit)."""
+        position = 0
+        while position < len(pending) and not self.stopping():
+            indices = pending[position : position + chunk_size(len(pending) - position, 1)]
+            position += len(indices)
+            outcomes = process_chunk(
+                self._chunk(state, indices), stop=self.stopping, on_start=self.on_start
+            )
+            for index, outcome in zip(indices, outcomes, strict=False):
+                self.record(index, outcome)  # fewer when stopped: the rest not run
+
+    def run(self) -> BatchResult:
+        settings = self.settings
+        state = _state(settings)
+        known_before = state.names()
+        pending = self._pending(state)
+        if pending and not self.stop:
+            if self.jobs <= 1 or len(pending) <= INLINE_USERS:
+                self._inline(state, pending)
+            else:
+                self._parallel(state, pending)
+        worked = bool(pending)
+        why = "--fail-fast" if self.fail_fast else "the output folder cannot be written"
+        why = "interrupted" if self.interrupted else why
+        final = state
+        if worked and not settings.dry_run:  # with the appends of this run
+            state.close()
+            final = _state(settings)
+        for index, user in enumerate(self.users):
+            if self.log.has(index):
+                continue
+            record = final.record(user.name)
+            if record is not None and record != state.record(user.name):
+                # written by a worker stopped before it could report (the journal has it)
+                self.log.put(index, UserOutcome(**{**outcome_fields(record), "status": "written"}))
+            else:
+                self.log.put(index, UserOutcome(user.name, "skipped", reason=f"not run ({why})"))
+        written = False
+        order = [u.name for u in self.users]
+        if not settings.dry_run:
+            try:
+                if worked:
+                    journal.sync(settings.output)  # the last done lines
+                if not self.interrupted and self.fatal is None:
+                    journal.compact(settings.output, final, order)
+                written = write_manifest(
+                    settings.output,
+                    settings,
+                    (manifest_record(o, final.record(o.name)) for o in self.log),
+                )
+            except WriteError:
+                if self.fatal is None:
+                    raise
+        final.close()
+        if self.fatal is not None:
+            raise WriteError(
+                self.fatal.reason or "the output folder cannot be written", hint=self.fatal.hint
+            )
+        names = set(order)
+        dropped = [name for name in known_before if name not in names]
+        return BatchResult(self.log, written, dropped, interrupted=self.interrupted)
+
+    def _parallel(self, state: journal.JournalState, pending: list[int]) -> None:
+        """``jobs - 1`` worker processes and this one take chunks of ``pending`` in turn."""
+        workers = min(self.jobs - 1, -(-len(pending) // INLINE_USERS))
+        processes = workers + 1
         context = multiprocessing.get_context("spawn")
         pool = _Pool(
-            max_workers=jobs,
+            max_workers=workers,
             mp_context=context,
             initializer=_ignore_interrupts,
             initargs=(os.getpid(),),
         )
-        pending: set[cf.Future[UserOutcome]] = set()
-        exhausted = False
+        running: dict[cf.Future[list[UserOutcome]], list[int]] = {}
+        position = 0
+
+        def take() -> list[int]:
+            nonlocal position
+            size = chunk_size(len(pending) - position, processes)
+            indices = pending[position : position + size]
+            position += len(indices)
+            return indices
+
+        def collect(futures: set[cf.Future[list[UserOutcome]]]) -> None:
+            for future in futures:
+                indices = running.pop(future)
+                if not future.cancelled() and future.exception() is None:
+                    for index, outcome in zip(indices, future.result(), strict=True):
+                        self.record(index, outcome)
+
         try:
-            window = jobs * 4  # bounded in-flight work: memory stays flat for long lists
-            while not exhausted or pending:
-                while not exhausted and not stopping() and len(pending) < window:
-                    next_task = next(tasks, None)
-                    if next_task is None:
-                        exhausted = True
-                    else:
-                        pending.add(pool.submit(_run_in_worker, next_task))
-                if stopping():
+            while position < len(pending) or running:
+                # keep every worker busy with one chunk running and one queued
+                while (
+                    position < len(pending) and not self.stopping() and len(running) < 2 * workers
+                ):
+                    indices = take()
+                    running[pool.submit(_run_in_worker, self._chunk(state, indices))] = indices
+                if self.stopping():
                     break
-                if not pending:
-                    break
-                done, pending = cf.wait(pending, timeout=POLL, return_when=cf.FIRST_COMPLETED)
-                for future in done:
-                    if not future.cancelled():
-                        record(future.result())
+                if position < len(pending):  # this process takes a chunk too
+                    indices = take()
+                    outcomes = process_chunk(self._chunk(state, indices), stop=self.stopping)
+                    for index, outcome in zip(indices, outcomes, strict=False):
+                        self.record(index, outcome)  # fewer when stopped: the rest not run
+                    done = {f for f in running if f.done()}
+                else:
+                    done, _ = cf.wait(set(running), timeout=POLL, return_when=cf.FIRST_COMPLETED)
+                collect(done)
         finally:
-            if interrupted or not (stop or exhausted):  # a signal, or an error in this loop
-                _stop_pool(pool)
+            if self.interrupted or (position < len(pending) and not self.stop):
+                _stop_pool(pool)  # a signal, or an error in this loop
             else:  # --fail-fast or a full disk: the users already running finish
-                for future in pending:
+                for future in running:
                     future.cancel()
                 pool.shutdown(wait=True)
-        for future in pending:  # finished while the pool was being stopped
-            if future.done() and not future.cancelled() and future.exception() is None:
-                record(future.result())
-    why = "--fail-fast" if fail_fast else "the output folder cannot be written"
-    why = "interrupted" if interrupted else why
-    final = _state(settings) if not settings.dry_run else state  # with the workers' appends
-    for name in order:
-        if name in outcomes:
-            continue
-        if final.records.get(name) is not None and final.records[name] != state.records.get(name):
-            # written by a worker stopped before it could report (the journal has it)
-            fields = worker._outcome_fields(final.records[name])
-            outcomes[name] = UserOutcome(**{**fields, "status": "written"})
-        else:
-            outcomes[name] = UserOutcome(name, "skipped", reason=f"not run ({why})")
-    ordered = [outcomes[name] for name in order]
-    written = False
-    if not settings.dry_run:
-        try:
-            if not interrupted and fatal is None:
-                journal.compact(settings.output, final, order)
-            written = write_manifest(settings.output, settings, ordered, final.records)
-        except WriteError:
-            if fatal is None:
-                raise
-    if fatal is not None:
-        raise WriteError(fatal.reason or "the output folder cannot be written", hint=fatal.hint)
-    dropped = [name for name in known_before if name not in outcomes]
-    return BatchResult(ordered, written, dropped, interrupted=interrupted)
+        # finished while the pool was being stopped
+        collect({f for f in running if f.done()})
 
 
 def default_jobs() -> int:

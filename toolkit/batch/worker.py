@@ -20,7 +20,7 @@ import os
 import shlex
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -31,7 +31,7 @@ from toolkit.batch.identity import SignSettings
 from toolkit.batch.userlist import CASettings, UserEntry
 from toolkit.credentials import load_certificates, read_input
 from toolkit.errors import CAError, ToolkitError, WriteError
-from toolkit.output import check_writable, is_owned, recover_user, remove_tree, write_user
+from toolkit.output import StagedWrite, check_writable, is_owned, remove_tree
 from toolkit.package import AzurePackage, load_package
 from toolkit.passphrase import PassphraseSource
 from toolkit.signing import ProfileSigner, load_signer
@@ -123,6 +123,7 @@ _AUTHORITIES: dict[Path, Any] = {}  # CA folder -> toolkit.ca.CertificateAuthori
 _SIGNERS: dict[SignSettings, ProfileSigner] = {}
 # roots files -> their certificates and digests: read once per process, not once per user
 _ROOTS: dict[tuple[Path, ...], tuple[list[x509.Certificate], list[str | None]]] = {}
+_SIGN_DIGESTS: dict[SignSettings, list[str | None]] = {}
 
 
 def clear_caches() -> None:
@@ -131,6 +132,7 @@ def clear_caches() -> None:
     _AUTHORITIES.clear()
     _ROOTS.clear()
     _SIGNERS.clear()
+    _SIGN_DIGESTS.clear()
 
 
 def _package(path: Path) -> AzurePackage:
@@ -149,6 +151,12 @@ def _signer(sign: SignSettings | None) -> ProfileSigner | None:
 
 def _digest(paths: list[Path | None]) -> list[str | None]:
     return [hashlib.sha256(p.read_bytes()).hexdigest() if p else None for p in paths]
+
+
+def _sign_digests(sign: SignSettings) -> list[str | None]:
+    if sign not in _SIGN_DIGESTS:
+        _SIGN_DIGESTS[sign] = _digest([sign.cert, sign.key])
+    return _SIGN_DIGESTS[sign]
 
 
 def _roots(paths: tuple[Path, ...]) -> tuple[list[x509.Certificate], list[str | None]]:
@@ -200,7 +208,7 @@ def _fingerprint(
             for p, _what in cred_files
         ],
         "roots": _roots(settings.roots)[1],
-        "sign": _digest([settings.sign.cert, settings.sign.key]) if settings.sign else None,
+        "sign": _sign_digests(settings.sign) if settings.sign else None,
         "warn_days": settings.warn_days,
         "guide": settings.guide,
     }
@@ -346,20 +354,42 @@ def _ledger_files(entry: LedgerEntry, ca_dir: Path) -> tuple[Path | None, Path |
     return cert, key
 
 
-def _unchanged(task: UserTask, fingerprint: str, issued: str | None) -> UserOutcome | None:
-    """The previous outcome carried over when the inputs and the written files are unchanged."""
-    previous, settings = task.previous, task.settings
-    if (
-        previous is not None
-        and not settings.force
-        and previous.get("fingerprint") == fingerprint
-        and previous.get("status") in ("written", "unchanged")
-        and _intact(settings.output, previous)
-    ):
-        carried = UserOutcome(**{**_outcome_fields(previous), "status": "unchanged"})
-        carried.issued = issued
-        return carried
-    return None
+def unchanged_outcome(
+    user: UserEntry,
+    settings: BatchSettings,
+    previous: dict[str, Any] | None,
+    ledger: Mapping[str, LedgerEntry] | None = None,
+) -> UserOutcome | None:
+    """The previous outcome carried over when the inputs and the written files are unchanged;
+    None when the user needs a worker (changed, new, to be issued, or anything to report).
+
+    The main process asks this for every user before any worker starts (an unchanged re-run
+    starts none). ``ledger``: the CA's current entries by folded name (read once)."""
+    if previous is None or settings.force or previous.get("status") not in ("written", "unchanged"):
+        return None
+    try:
+        if user.issued_from_ca:
+            if settings.ca is None or ledger is None:
+                return None
+            current = ledger.get(user.name.casefold())
+            if _ca_action(current, settings.renew_within) is not None:
+                return None
+            assert current is not None  # noqa: S101 - no action: there is an entry
+            cert, key = _ledger_files(current, settings.ca.dir)
+            if cert is None or key is None:
+                return None
+            pfx = None
+        else:
+            cert, key, pfx = user.cert, user.key, user.pfx
+        files = _credential_files(user, cert, key, pfx)
+        contents = _read_credentials(files)
+        package = _package(settings.package_path)
+        fingerprint = _fingerprint(user, settings, package, files, contents)
+    except ToolkitError:
+        return None  # the worker reports it
+    if previous.get("fingerprint") != fingerprint or not _intact(settings.output, previous):
+        return None
+    return UserOutcome(**{**outcome_fields(previous), "status": "unchanged"})
 
 
 class _DryRunIssue(Exception):
@@ -368,15 +398,118 @@ class _DryRunIssue(Exception):
         self.action = action
 
 
+@dataclass(frozen=True)
+class ChunkTask:
+    """Several users for one worker: planned one by one, written and made durable together."""
+
+    settings: BatchSettings
+    users: tuple[tuple[UserEntry, dict[str, Any] | None, dict[str, list[str]]], ...]
+
+    def tasks(self) -> Iterator[UserTask]:
+        for user, previous, owned in self.users:
+            yield UserTask(user, self.settings, previous, owned)
+
+
 def process_user(task: UserTask) -> UserOutcome:
     """Issue (if needed), validate, plan and write one user. Never raises for user errors."""
+    return process_chunk(ChunkTask(task.settings, ((task.user, task.previous, task.owned),)))[0]
+
+
+def process_chunk(
+    chunk: ChunkTask,
+    stop: Callable[[], bool] | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> list[UserOutcome]:
+    """Every user of ``chunk``: each planned and staged on its own (one user's failure never
+    touches another's files), then all staged users committed at once: their files and
+    journal ``begin`` lines made durable together, swapped in, the renames made durable
+    together, then their ``done`` lines appended. Never raises for user errors. ``stop`` is
+    asked before each user (the main process's own chunks): the users staged so far are
+    committed and the outcomes end there."""
+    settings = chunk.settings
+    outcomes: list[UserOutcome] = []
+    staged: list[tuple[UserTask, UserOutcome, Any]] = []
+    writer = StagedWrite(settings.output, group=True)
+    try:
+        for task in chunk.tasks():
+            if stop is not None and stop():
+                break
+            if on_start is not None:
+                on_start(task.user.name)
+            outcome, plan = _prepare(task)
+            outcomes.append(outcome)
+            if plan is None:
+                continue
+            try:
+                writer.stage(plan.name, plan.files, force=settings.force, owned=task.owned)
+            except ToolkitError as exc:
+                _failed(outcome, exc)
+                continue
+            staged.append((task, outcome, plan))
+        if staged:
+            with _termination_deferred():
+                _commit(writer, settings, staged)
+    finally:
+        writer.discard()  # staged and not committed (a stop, or a bug): as it was before
+    for outcome in outcomes:
+        if outcome.status == "failed":
+            outcome.files = []  # claim only files actually written
+    return outcomes
+
+
+def _commit(
+    writer: StagedWrite, settings: BatchSettings, staged: list[tuple[UserTask, UserOutcome, Any]]
+) -> None:
+    begins = [{"event": "begin", "name": o.name, "files": o.files} for _t, o, _p in staged]
+    failure = writer.commit(before_swap=lambda: journal.append_many(settings.output, begins))
+    done: list[dict[str, Any]] = []
+    reported = False
+    for task, outcome, plan in staged:
+        if outcome.name not in writer.committed:
+            if not reported:  # the user the error stopped at
+                _failed(outcome, failure or WriteError(f"{settings.output}: not written"))
+                reported = True
+            else:
+                outcome.status = "skipped"
+                outcome.reason = "not written (the output folder cannot be written)"
+            continue
+        _remove_stale_targets(task, outcome, plan.name)
+        outcome.status = "written"
+        done.append({"event": "done", "name": outcome.name, "record": outcome.record()})
+    if done:  # durable with the next group's files, or at the end of the run
+        journal.append_many(settings.output, done)
+
+
+def _remove_stale_targets(task: UserTask, outcome: UserOutcome, name: str) -> None:
+    """Target folders of the previous run that this one no longer writes."""
+    previous, settings = task.previous, task.settings
+    if not previous:
+        return
+    user_dir = settings.output / name
+    for stale in sorted(set(previous.get("targets", [])) - set(task.user.targets)):
+        if settings.force or is_owned(user_dir, user_dir / stale, task.owned):
+            remove_tree(user_dir / stale)
+        elif (user_dir / stale).exists():
+            outcome.warnings.append(
+                f"{user_dir / stale} was left in place: it holds files the toolkit did not write"
+            )
+
+
+def _failed(outcome: UserOutcome, exc: ToolkitError) -> None:
+    outcome.status = "failed"
+    outcome.reason = exc.message
+    outcome.hint = exc.hint
+    outcome.fatal = isinstance(exc, WriteError)
+
+
+def _prepare(task: UserTask) -> tuple[UserOutcome, Any]:
+    """Issue (if needed), validate and plan one user: its outcome, and the plan to write (None
+    when there is nothing to write: failed, or a dry run)."""
     user, settings = task.user, task.settings
     outcome = UserOutcome(
         user.name, "failed", display_name=user.display_name, targets=list(user.targets)
     )
     try:
-        if not settings.dry_run:
-            recover_user(settings.output, user.name)  # an interrupted run's leftovers
         package = _package(settings.package_path)
         issued = None
         cert: Path | None
@@ -395,13 +528,7 @@ def process_user(task: UserTask) -> UserOutcome:
         outcome.issued = issued
         files = _credential_files(user, cert, key, pfx)
         contents = _read_credentials(files)
-        fingerprint = _fingerprint(user, settings, package, files, contents)
-        outcome.fingerprint = fingerprint
-        previous = task.previous
-        carried = _unchanged(task, fingerprint, issued)
-        if carried is not None:
-            carried.superseded = outcome.superseded
-            return carried
+        outcome.fingerprint = _fingerprint(user, settings, package, files, contents)
         # local: only a user that is written needs the pipeline
         from toolkit.plan import CredentialInputs, UserRequest, plan_from_inputs
 
@@ -444,50 +571,26 @@ def process_user(task: UserTask) -> UserOutcome:
             for f in plan.files
         ]
         outcome.send = plan.send()
-        # outputs are ours to replace when their digests are ones the journal recorded for
-        # this user; anything else needs --force (whatever a manifest says)
-        check_writable(settings.output, plan.name, plan.files, settings.force, task.owned)
         if settings.dry_run:
+            # outputs are ours to replace when their digests are ones the journal recorded
+            # for this user; anything else needs --force (whatever a manifest says)
+            check_writable(settings.output, plan.name, plan.files, settings.force, task.owned)
             outcome.status = "planned"
-            return outcome
-        begin = {"event": "begin", "name": user.name, "files": outcome.files}
-        journal.append(settings.output, begin)  # durable before the first rename
-        with _termination_deferred():
-            write_user(
-                settings.output, plan.name, plan.files, force=settings.force, owned=task.owned
-            )
-        if previous:
-            user_dir = settings.output / plan.name
-            for stale in sorted(set(previous.get("targets", [])) - set(user.targets)):
-                if settings.force or is_owned(user_dir, user_dir / stale, task.owned):
-                    remove_tree(user_dir / stale)
-                elif (user_dir / stale).exists():
-                    outcome.warnings.append(
-                        f"{user_dir / stale} was left in place: it holds files the toolkit "
-                        "did not write"
-                    )
-        outcome.status = "written"
-        journal.append(
-            settings.output, {"event": "done", "name": user.name, "record": outcome.record()}
-        )
+            return outcome, None
+        return outcome, plan
     except _DryRunIssue as exc:
         outcome.status = "planned"
         outcome.issued = exc.action
         outcome.warnings = [f"a certificate would be {exc.action} from the CA"]
     except ToolkitError as exc:
-        outcome.status = "failed"
-        outcome.reason = exc.message
-        outcome.hint = exc.hint
-        outcome.fatal = isinstance(exc, WriteError)
+        _failed(outcome, exc)
     except Exception as exc:  # one user's bug must not stop the others
         outcome.status = "failed"
         outcome.reason = f"internal error ({type(exc).__name__})"
         outcome.hint = "run this user alone with 'ovpn-toolkit generate --traceback' and report it"
-    if outcome.status == "failed":
-        outcome.files = []  # claim only files actually written
-    return outcome
+    return outcome, None
 
 
-def _outcome_fields(record: dict[str, Any]) -> dict[str, Any]:
+def outcome_fields(record: dict[str, Any]) -> dict[str, Any]:
     names = UserOutcome.__dataclass_fields__
     return {k: v for k, v in record.items() if k in names}

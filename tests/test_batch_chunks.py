@@ -1,0 +1,322 @@
+"""The batch's scaling machinery: chunks with group commit, the main process deciding unchanged
+users (and working), outcomes and journal kept on disk, files rewritten only when they differ.
+
+Real files in tmp_path, a real package, real certificates (one shared key keeps it fast)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from toolkit.batch import journal, runner, worker
+from toolkit.batch.outcomes import OutcomeLog
+from toolkit.batch.userlist import load_user_list
+from toolkit.batch.worker import BatchSettings, UserOutcome
+from toolkit.ca import keys as pki
+from toolkit.errors import WriteError
+from toolkit.jsontext import write_indented
+from toolkit.output import PendingFile, PlannedFile, StagedWrite
+from toolkit.sample import SampleGateway
+
+
+# --- a team of N users sharing one key -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def shared_key(p2s_root: pki.IssuedCertificate) -> pki.IssuedCertificate:
+    return pki.issue_certificate(p2s_root, "shared")
+
+
+def make_team(
+    folder: Path,
+    gateway: SampleGateway,
+    root: pki.IssuedCertificate,
+    shared: pki.IssuedCertificate,
+    count: int,
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "VNet1GW.zip").write_bytes(gateway.zip_bytes())
+    (folder / "root.pem").write_bytes(root.cert_pem)
+    certs = folder / "certs"
+    certs.mkdir(exist_ok=True)
+    lines = ["package: VNet1GW.zip", "roots: [root.pem]", "users:"]
+    for index in range(count):
+        name = f"user{index:03d}"
+        cert = pki.issue_certificate(root, name, key=shared.private_key)
+        (certs / f"{name}.pem").write_bytes(cert.cert_pem)
+        (certs / f"{name}.key").write_bytes(shared.key_pem())
+        lines += [f"  - name: {name}", f"    cert: certs/{name}.pem", f"    key: certs/{name}.key"]
+    (folder / "users.yaml").write_text("\n".join(lines) + "\n")
+    return folder / "users.yaml"
+
+
+@pytest.fixture
+def team12(
+    tmp_path: Path,
+    gateway: SampleGateway,
+    p2s_root: pki.IssuedCertificate,
+    shared_key: pki.IssuedCertificate,
+) -> Path:
+    return make_team(tmp_path / "team", gateway, p2s_root, shared_key, 12)
+
+
+def run(users_yaml: Path, jobs: int = 1, **settings: Any) -> runner.BatchResult:
+    users = load_user_list(users_yaml)
+    return runner.run_batch(
+        users,
+        BatchSettings(
+            package_path=users.package,
+            output=users_yaml.parent / "out",
+            roots=users.roots,
+            **settings,
+        ),
+        jobs=jobs,
+    )
+
+
+class PoolCounter:
+    """Counts the worker pools a run starts (the real pool still runs)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.started: list[int] = []
+        real = runner._Pool
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            self.started.append(int(kwargs["max_workers"]))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(runner, "_Pool", counting)
+
+
+def private_tree(root: Path) -> None:
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), f"{path}: {oct(mode)}"
+
+
+# --- the runner ----------------------------------------------------------------------------------
+def test_unchanged_rerun_starts_no_worker_and_the_main_process_works_too(
+    team12: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pools = PoolCounter(monkeypatch)
+    first = run(team12, jobs=2)
+    assert first.count("written") == 12
+    assert pools.started == [1]  # jobs=2: the main process and one worker
+    out = team12.parent / "out"
+    assert not [p for p in out.iterdir() if p.name.startswith(".staging-")]
+    private_tree(out)
+    again = run(team12, jobs=2)
+    assert again.count("unchanged") == 12
+    assert pools.started == [1]  # decided in the main process: no second pool
+    assert [o.name for o in again.outcomes] == [f"user{i:03d}" for i in range(12)]
+
+
+def test_a_few_changed_users_are_written_without_starting_workers(
+    team12: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(team12, jobs=2)
+    pools = PoolCounter(monkeypatch)
+    (team12.parent / "out" / "user003" / "INSTALL.html").unlink()  # one user's file is gone
+    result = run(team12, jobs=4)
+    assert (result.count("written"), result.count("unchanged")) == (1, 11)
+    assert pools.started == []
+    assert (team12.parent / "out" / "user003" / "INSTALL.html").is_file()
+
+
+def test_jobs_1_and_jobs_2_write_the_same_files(team12: Path, tmp_path: Path) -> None:
+    run(team12, jobs=1)
+    out = team12.parent / "out"
+    one = {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in out.rglob("*")
+        if p.is_file() and "ios" in p.parts
+    }
+    out.rename(tmp_path / "one")
+    run(team12, jobs=2)
+    two = {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in out.rglob("*")
+        if p.is_file() and "ios" in p.parts
+    }
+    assert one == two and len(one) == 12
+
+
+def test_the_journal_records_every_user_once_per_write_and_compacts(team12: Path) -> None:
+    run(team12, jobs=2)
+    out = team12.parent / "out"
+    events = [json.loads(line) for line in (out / "journal.jsonl").read_bytes().splitlines()]
+    assert sorted(e["name"] for e in events) == [f"user{i:03d}" for i in range(12)]
+    assert {e["event"] for e in events} == {"done"}  # compacted: the begins are gone
+    state = journal.read_journal(out)
+    assert state is not None
+    record = state.record("user005")
+    assert record is not None and record["status"] == "written"
+    owned = state.owned("user005")
+    assert owned["ios/user005-iphone.ovpn"] == [
+        f["sha256"] for f in record["files"] if f["path"] == "user005/ios/user005-iphone.ovpn"
+    ]
+    state.close()
+
+
+def test_a_failure_in_one_chunk_user_leaves_the_others_written(team12: Path) -> None:
+    (team12.parent / "certs" / "user004.pem").write_text("not a certificate\n")
+    result = run(team12, jobs=1)
+    assert result.count("written") == 11
+    (failed,) = result.failed
+    assert failed.name == "user004" and failed.files == []
+    assert not (team12.parent / "out" / "user004").exists()
+
+
+def test_chunk_size_shrinks_towards_the_end() -> None:
+    sizes = []
+    remaining = 1000
+    while remaining:
+        size = runner.chunk_size(remaining, 2)
+        sizes.append(size)
+        remaining -= size
+    assert sizes[0] == runner.MAX_CHUNK
+    assert sizes[-1] == 1 and sizes == sorted(sizes, reverse=True)
+    assert runner.chunk_size(3, 2) == 1
+
+
+# --- the group writer ----------------------------------------------------------------------------
+def planned(tag: str) -> list[PlannedFile]:
+    return [
+        PlannedFile("ios/a.ovpn", f"ios {tag}".encode()),
+        PlannedFile("tunnelblick/a.tblk/Contents/Resources/config.ovpn", f"tb {tag}".encode()),
+        PlannedFile("INSTALL.html", f"guide {tag}".encode()),
+    ]
+
+
+def test_staged_write_commits_new_and_existing_users_together(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = StagedWrite(out, group=True)
+    first.stage("alice", planned("v1"))
+    assert first.commit() is None
+    owned = {f.path: [f.sha256] for f in planned("v1")}
+    group = StagedWrite(out, group=True)
+    group.stage("alice", planned("v2"), owned=owned)  # existing: swapped folder by folder
+    group.stage("bob", planned("v1"))  # new: one rename
+    lines: list[str] = []
+    assert group.commit(before_swap=lambda: lines.append("begin")) is None
+    assert lines == ["begin"] and group.committed == ["alice", "bob"]
+    assert (out / "alice" / "ios" / "a.ovpn").read_bytes() == b"ios v2"
+    assert (out / "bob" / "INSTALL.html").read_bytes() == b"guide v1"
+    assert sorted(p.name for p in out.iterdir()) == ["alice", "bob"]  # no staging left
+    assert sorted(p.name for p in (out / "alice").iterdir()) == [
+        "INSTALL.html",
+        "ios",
+        "tunnelblick",
+    ]
+    private_tree(out)
+
+
+def test_staged_write_stops_at_a_failed_swap_and_keeps_the_rest_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    group = StagedWrite(out, group=True)
+    for name in ("alice", "bob", "carol"):
+        group.stage(name, planned("v1"))
+    real_rename = os.rename
+
+    def rename(src: Any, dst: Any) -> None:
+        if str(dst).endswith("/bob"):
+            raise OSError(28, "No space left on device")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    failure = group.commit()
+    assert isinstance(failure, WriteError) and "bob" in failure.message
+    assert group.committed == ["alice"]
+    assert sorted(p.name for p in out.iterdir()) == ["alice"]  # bob, carol: nothing, no staging
+
+
+# --- files on disk instead of memory -------------------------------------------------------------
+def test_pending_file_writes_nothing_when_the_content_is_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.json"
+    first = PendingFile(path)
+    for piece in (b"abc", b"def"):
+        first.write(piece)
+    assert first.finish() is True
+    before = path.stat()
+    same = PendingFile(path)
+    for piece in (b"ab", b"cd", b"ef"):
+        same.write(piece)
+    assert same.finish() is False
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    for new, expected in ((b"abc", b"abc"), (b"abcdefg", b"abcdefg"), (b"abX", b"abX")):
+        pending = PendingFile(path)
+        pending.write(new)
+        assert pending.finish() is True
+        assert path.read_bytes() == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]  # no temporary left
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_outcome_log_keeps_order_counts_and_replacements() -> None:
+    log = OutcomeLog(3)
+    log.put(2, UserOutcome("carol", "failed", reason="bad key", hint="fix it"))
+    log.put(0, UserOutcome("alice", "written", files=[{"path": "alice/x", "sha256": "00"}]))
+    assert [log.has(i) for i in range(3)] == [True, False, True]
+    log.put(1, UserOutcome("bob", "skipped"))
+    log.put(1, UserOutcome("bob", "unchanged"))
+    assert [o.name for o in log] == ["alice", "bob", "carol"]
+    assert (log.counts["unchanged"], log.counts["skipped"], log.counts["failed"]) == (1, 0, 1)
+    assert log[2].hint == "fix it" and log[0].files == [{"path": "alice/x", "sha256": "00"}]
+    log.close()
+
+
+def test_journal_state_reads_lines_by_offset_and_skips_torn_ones(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    record = {"name": "alice", "status": "written", "files": [{"path": "alice/a", "sha256": "1"}]}
+    journal.append(out, {"event": "begin", "name": "alice", "files": record["files"]})
+    journal.append(out, {"event": "done", "name": "alice", "record": record})
+    with (out / journal.JOURNAL).open("ab") as handle:
+        handle.write(b'{"v":1,"event":"done","name":"bob","rec')  # torn by a crash
+    journal.append(
+        out, {"event": "begin", "name": "alice", "files": [{"path": "alice/a", "sha256": "2"}]}
+    )
+    state = journal.read_journal(out)
+    assert state is not None
+    assert state.record("alice") == record and state.record("bob") is None
+    assert state.owned("alice") == {"a": ["1", "2"]}
+    journal.compact(out, state, ["alice"])
+    state.close()
+    kept = [json.loads(x) for x in (out / journal.JOURNAL).read_bytes().splitlines()]
+    assert [e["event"] for e in kept] == ["done", "begin"]
+
+
+def test_indented_json_streams_an_iterator_as_the_list() -> None:
+    document = {"a": [1, {"b": []}], "users": [{"name": "x", "files": []}, {"name": "y"}]}
+    pieces: list[str] = []
+    write_indented({**document, "users": iter(document["users"])}, pieces.append)
+    assert "".join(pieces) == json.dumps(document, indent=2)
+    pieces.clear()
+    write_indented({"users": iter([])}, pieces.append)
+    assert "".join(pieces) == json.dumps({"users": []}, indent=2)
+
+
+def test_unchanged_outcome_needs_the_same_inputs_and_files(team12: Path) -> None:
+    run(team12)
+    users = load_user_list(team12)
+    out = team12.parent / "out"
+    settings = BatchSettings(package_path=users.package, output=out, roots=users.roots)
+    state = journal.read_journal(out)
+    assert state is not None
+    user = users.users[0]
+    previous = state.record(user.name)
+    worker.clear_caches()
+    carried = worker.unchanged_outcome(user, settings, previous)
+    assert carried is not None and carried.status == "unchanged"
+    assert worker.unchanged_outcome(user, settings, None) is None
+    forced = BatchSettings(package_path=users.package, output=out, roots=users.roots, force=True)
+    assert worker.unchanged_outcome(user, forced, previous) is None
+    (out / user.name / "ios" / f"{user.name}-iphone.ovpn").write_text("edited\n")
+    assert worker.unchanged_outcome(user, settings, previous) is None
+    state.close()
