@@ -259,7 +259,7 @@ def test_prepared_part_is_made_once_per_package(
     assert set(prepared) == {"tunnelblick", "ios"} and all(prepared.values())
     second = plan_user(package, creds, UserRequest(name="bob", display_name="B"))
     assert facts.targets == prepared  # reused, not made again
-    template = package.template().serialize()
+    template = package.profile().serialize()
     assert all(p is not None and p.profile.serialize() != template for p in prepared.values())
     # each user's profile is a copy: the prepared one is never filled or renamed
     assert b"setenv FRIENDLY_NAME A" in first.targets[1].files[0].data

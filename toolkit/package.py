@@ -123,13 +123,6 @@ class AzurePackage:
             self.require_profile("requested")
         return self._template.clone()
 
-    def template(self) -> Profile:
-        """The parsed template itself, shared by every :meth:`profile` copy: to read only (the
-        gateway's name, ...), never to edit; PackageError when the package has no profile."""
-        if self.profile_text is None:
-            self.require_profile("requested")
-        return self._template
-
     @functools.cached_property
     def _template(self) -> Profile:
         return Profile.parse(self.profile_text or "", self.source_label)

@@ -167,7 +167,7 @@ def package_gateway_id(package: AzurePackage) -> str:
     """:func:`gateway_id` of the package's profile; for a package with only ``Generic/``, the
     same GUID taken from ``VpnServer`` (``azuregateway-<guid>-<hex>.vpn.azure.com``)."""
     if package.has_profile:
-        return gateway_id(package.template())
+        return gateway_id(package.profile())
     server = package.vpn_settings.server if package.vpn_settings else None
     if server:
         match = _VPN_SERVER_GUID.match(server)
@@ -177,7 +177,7 @@ def package_gateway_id(package: AzurePackage) -> str:
 
 def package_gateway_host(package: AzurePackage) -> str:
     if package.has_profile:
-        return gateway_host(package.template())
+        return gateway_host(package.profile())
     server = package.vpn_settings.server if package.vpn_settings else None
     return server or "the Azure VPN gateway"
 
