@@ -110,8 +110,17 @@ class FillCheck:
 
 
 def _blocks_to_fill(profile: Profile) -> tuple[Block, Block]:
-    cert_block = profile.block("cert")
-    key_block = profile.block("key")
+    """The first ``<cert>`` and the first ``<key>`` block (one pass over the items)."""
+    cert_block: Block | None = None
+    key_block: Block | None = None
+    for item in profile.items:
+        if isinstance(item, Block):
+            if cert_block is None and item.name == "cert":
+                cert_block = item
+            elif key_block is None and item.name == "key":
+                key_block = item
+            if cert_block is not None and key_block is not None:
+                break
     if cert_block is None or key_block is None:
         missing = "cert" if cert_block is None else "key"
         raise ProfileError(
