@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from toolkit.batch import journal, runner, worker
+from toolkit.batch import journal, pool, runner, worker
 from toolkit.batch.outcomes import OutcomeLog
 from toolkit.batch.userlist import load_user_list
 from toolkit.batch.worker import BatchSettings, UserOutcome
@@ -82,13 +82,13 @@ class PoolCounter:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.started: list[int] = []
-        real = runner._Pool
+        real = pool._Pool
 
         def counting(*args: Any, **kwargs: Any) -> Any:
             self.started.append(int(kwargs["max_workers"]))
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(runner, "_Pool", counting)
+        monkeypatch.setattr(pool, "_Pool", counting)
 
 
 def private_tree(root: Path) -> None:

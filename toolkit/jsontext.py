@@ -20,38 +20,52 @@ def write_indented(document: Any, write: Callable[[str], object]) -> None:
     generator) in the document is written as the list it yields, one item at a time, so a
     long list need never be held whole."""
     pieces: list[str] = []
+    append = pieces.append
 
     def emit(obj: Any, pad: str) -> None:
-        if isinstance(obj, str):
-            pieces.append(_escape(obj))
-        elif isinstance(obj, dict):
+        kind = type(obj)
+        if kind is str:
+            append(_escape(obj))
+        elif kind is dict:
             if not obj:
-                pieces.append("{}")
+                append("{}")
                 return
             inner = pad + "  "
             separator = "{" + inner
             for key, value in obj.items():
-                if not isinstance(key, str):
+                if type(key) is not str:
                     raise TypeError("only string keys")  # never in our documents
-                pieces.append(separator)
-                pieces.append(_escape(key))
-                pieces.append(": ")
-                emit(value, inner)
+                append(separator)
+                append(_escape(key))
+                if type(value) is str:  # most values: no call
+                    append(": " + _escape(value))
+                else:
+                    append(": ")
+                    emit(value, inner)
                 separator = "," + inner
-            pieces.append(pad + "}")
-        elif isinstance(obj, list | tuple | Iterator):
+            append(pad + "}")
+        elif kind is list or kind is tuple or isinstance(obj, Iterator):
             inner = pad + "  "
             separator = "[" + inner
             for value in obj:
-                pieces.append(separator)
-                emit(value, inner)
+                append(separator)
+                if type(value) is str:
+                    append(_escape(value))
+                else:
+                    emit(value, inner)
                 separator = "," + inner
                 if len(pieces) >= _FLUSH_AT:
                     write("".join(pieces))
                     pieces.clear()
-            pieces.append("[]" if separator == "[" + inner else pad + "]")
+            append("[]" if separator == "[" + inner else pad + "]")
+        elif isinstance(obj, str):  # subclasses (a StrEnum): as json.dumps writes them
+            append(_escape(obj))
+        elif isinstance(obj, dict):
+            emit(dict(obj), pad)
+        elif isinstance(obj, list | tuple):
+            emit(list(obj), pad)
         else:  # numbers, booleans, None: the standard library's own forms
-            pieces.append(json.dumps(obj))
+            append(json.dumps(obj))
 
     emit(document, "\n")
     write("".join(pieces))

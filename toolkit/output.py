@@ -31,10 +31,9 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from toolkit.errors import LockedError, OutputError, WriteError
 
@@ -426,9 +425,9 @@ def check_writable(
         raise OutputError(
             f"{output_dir}: exists and is not a folder", hint="choose another --output"
         )
-    if force:
-        return
     user_dir = output_dir / name
+    if force or not user_dir.exists():
+        return
     for existing in existing_outputs(output_dir, name, files):
         if owned is None or not is_owned(user_dir, existing, owned):
             raise OutputError(
@@ -482,7 +481,7 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 _SYNC_THREADS = 8
-_sync_pool: ThreadPoolExecutor | None = None
+_sync_pool: Any = None  # a ThreadPoolExecutor, made at the first use
 
 
 def _fsync_path(path: Path) -> None:
@@ -502,6 +501,8 @@ def sync(paths: Sequence[Path]) -> None:
             _fsync_path(path)
         return
     if _sync_pool is None:
+        from concurrent.futures import ThreadPoolExecutor  # local: most runs never need it
+
         _sync_pool = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="ovpn-toolkit-fsync")
     for _ in _sync_pool.map(_fsync_path, paths):  # re-raises the first OSError
         pass
