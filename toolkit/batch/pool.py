@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from toolkit.batch import journal
-from toolkit.batch.runner import INLINE_USERS, chunk_size
+from toolkit.batch.runner import chunk_size
 from toolkit.batch.worker import ChunkTask, UserOutcome, process_chunk
 
 if TYPE_CHECKING:
@@ -99,10 +99,9 @@ def _stop_pool(pool: cf.ProcessPoolExecutor) -> None:
     pool.shutdown(wait=True)
 
 
-def run_parallel(run: _Run, state: journal.JournalState, pending: list[int]) -> None:
-    """``run.jobs - 1`` worker processes and this one take chunks of ``pending`` in turn, each
+def run_parallel(run: _Run, state: journal.JournalState, pending: list[int], workers: int) -> None:
+    """``workers`` worker processes and this one take chunks of ``pending`` in turn, each
     chunk as :func:`~toolkit.batch.worker.process_chunk`; outcomes go to ``run.record``."""
-    workers = min(run.jobs - 1, -(-len(pending) // INLINE_USERS))
     processes = workers + 1
     context = multiprocessing.get_context("spawn")
     pool = _Pool(

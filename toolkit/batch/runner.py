@@ -118,7 +118,7 @@ def run_batch(
     users: UserList,
     settings: BatchSettings,
     *,
-    jobs: int = 1,
+    jobs: int | None = None,
     fail_fast: bool = False,
     on_outcome: Callable[[UserOutcome], None] | None = None,
     on_start: Callable[[str], None] | None = None,
@@ -127,7 +127,8 @@ def run_batch(
     """Run every user. ``should_stop`` is polled (the CLI sets it on SIGINT/SIGTERM): the run
     then stops its workers, records what finished and returns with ``interrupted`` set.
 
-    ``jobs`` processes plan and write: the main process and ``jobs - 1`` workers. Users whose
+    ``jobs`` processes plan and write: the main process and ``jobs - 1`` workers; None: as
+    many as the work is worth (see ``WORKER_COST``), up to the number of CPUs. Users whose
     inputs and files are unchanged are decided here first, so an unchanged re-run starts none."""
     worker.clear_caches()  # a package replaced since an earlier run in this process is re-read
     preflight(users, settings)
@@ -137,7 +138,13 @@ def run_batch(
         return _Run(users, settings, jobs, fail_fast, on_outcome, on_start, should_stop).run()
 
 
-INLINE_USERS = 4  # at most this many users to write: no worker is started
+# Work is counted in units of one user assembled from existing credentials (a few ms); a
+# certificate the CA must issue first (an RSA key) counts ISSUE_COST. A worker process costs
+# about WORKER_COST units to start (an interpreter importing the toolkit): one is started for
+# each WORKER_COST units of work, up to jobs - 1; below that the main process works alone.
+# An explicit --jobs N is obeyed (N - 1 workers whenever there are that many users to write).
+ISSUE_COST = 25
+WORKER_COST = 64
 MAX_CHUNK = 32  # users per chunk: one group commit (two rounds of syncfs) per chunk
 
 
@@ -152,7 +159,7 @@ class _Run:
         self,
         users: UserList,
         settings: BatchSettings,
-        jobs: int,
+        jobs: int | None,
         fail_fast: bool,
         on_outcome: Callable[[UserOutcome], None] | None,
         on_start: Callable[[str], None] | None,
@@ -160,7 +167,8 @@ class _Run:
     ) -> None:
         self.users = users.users
         self.settings = settings
-        self.jobs = jobs
+        self.jobs = jobs or default_jobs()
+        self.automatic = jobs is None  # else exactly the processes asked for
         self.fail_fast = fail_fast
         self.on_outcome = on_outcome
         self.on_start = on_start
@@ -194,10 +202,12 @@ class _Run:
         except ToolkitError:
             return None  # the workers report it
 
-    def _pending(self, state: journal.JournalState) -> list[int]:
-        """Users that need work; the unchanged ones are recorded on the way."""
+    def _pending(self, state: journal.JournalState) -> tuple[list[int], int]:
+        """Users that need work and what that work costs (units, see ``WORKER_COST``); the
+        unchanged ones are recorded on the way."""
         ledger = self._ledger() if any(u.issued_from_ca for u in self.users) else None
         pending: list[int] = []
+        cost = 0
         for index, user in enumerate(self.users):
             if self.stopping():
                 break
@@ -210,9 +220,15 @@ class _Run:
             )
             if carried is not None:
                 self.record(index, carried)
-            else:
-                pending.append(index)
-        return pending
+                continue
+            pending.append(index)
+            issues = user.issued_from_ca and (
+                ledger is None
+                or worker._ca_action(ledger.get(user.name.casefold()), self.settings.renew_within)
+                is not None
+            )
+            cost += ISSUE_COST if issues else 1
+        return pending, cost
 
     def chunk(self, state: journal.JournalState, indices: list[int]) -> ChunkTask:
         items = []
@@ -237,12 +253,14 @@ class _Run:
         settings = self.settings
         state = _state(settings)
         known_before = state.names()
-        pending = self._pending(state)
+        pending, cost = self._pending(state)
+        wanted = cost // WORKER_COST if self.automatic else len(pending) - 1
+        workers = min(self.jobs - 1, wanted)
         if pending and not self.stop:
-            if self.jobs <= 1 or len(pending) <= INLINE_USERS:
+            if workers < 1:
                 self._inline(state, pending)
             else:
-                self._parallel(state, pending)
+                self._parallel(state, pending, workers)
         worked = bool(pending)
         why = "--fail-fast" if self.fail_fast else "the output folder cannot be written"
         why = "interrupted" if self.interrupted else why
@@ -284,11 +302,11 @@ class _Run:
         dropped = [name for name in known_before if name not in names]
         return BatchResult(self.log, written, dropped, interrupted=self.interrupted)
 
-    def _parallel(self, state: journal.JournalState, pending: list[int]) -> None:
-        """``jobs - 1`` worker processes and this one take chunks of ``pending`` in turn."""
+    def _parallel(self, state: journal.JournalState, pending: list[int], workers: int) -> None:
+        """``workers`` worker processes and this one take chunks of ``pending`` in turn."""
         from toolkit.batch.pool import run_parallel  # local: an unchanged run needs no pool
 
-        run_parallel(self, state, pending)
+        run_parallel(self, state, pending, workers)
 
 
 def default_jobs() -> int:

@@ -25,7 +25,7 @@ from toolkit.batch.identity import (
 )
 from toolkit.errors import UsageError, UserListError
 from toolkit.names import check_display_name, check_name, fold
-from toolkit.targets import DEFAULT_TARGETS, TARGETS
+from toolkit.targets import DEFAULT_TARGETS, TARGET_NAMES
 
 MAX_BYTES = 5 * 1024 * 1024
 MAX_USERS = 100_000
@@ -247,7 +247,7 @@ class _Validator:
             self.problem(
                 node,
                 f"'{key}' must be a non-empty list of targets",
-                f"choose from: {', '.join(TARGETS)}",
+                f"choose from: {', '.join(TARGET_NAMES)}",
             )
             return None
         chosen: list[str] = []
@@ -255,14 +255,14 @@ class _Validator:
             name = self.string(item, key)
             if name is None:
                 continue
-            if name not in TARGETS:
-                close = difflib.get_close_matches(name, list(TARGETS), n=1)
+            if name not in TARGET_NAMES:
+                close = difflib.get_close_matches(name, list(TARGET_NAMES), n=1)
                 self.problem(
                     item,
                     f"unknown target '{name}'",
                     f"did you mean '{close[0]}'?"
                     if close
-                    else f"choose from: {', '.join(TARGETS)}",
+                    else f"choose from: {', '.join(TARGET_NAMES)}",
                 )
             elif name not in chosen:
                 chosen.append(name)

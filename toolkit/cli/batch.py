@@ -125,7 +125,10 @@ def batch(
             "-j",
             metavar="N",
             min=1,
-            help="Processes that plan and write, this one included (default: number of CPUs).",
+            help=(
+                "Processes that plan and write, this one included (default: as many as the "
+                "work is worth, up to the number of CPUs)."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -157,7 +160,7 @@ def batch(
 
     Exit 0 when all users succeeded, 3 when some failed, 2 when the file is invalid, 4 when
     the output cannot be written, 130 when interrupted (run it again to finish)."""
-    from toolkit.batch import BatchSettings, default_jobs, run_batch
+    from toolkit.batch import BatchSettings, run_batch
     from toolkit.batch.userlist import load_user_list
     from toolkit.batch.worker import STATUSES
 
@@ -187,7 +190,7 @@ def batch(
         run_batch,
         users,
         settings,
-        jobs=jobs or default_jobs(),
+        jobs=jobs,
         fail_fast=fail_fast,
         should_stop=stop.is_set,
     )
