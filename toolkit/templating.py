@@ -35,9 +35,20 @@ def environment() -> jinja2.Environment:
     )
 
 
+@functools.cache
+def _template(name: str) -> jinja2.Template:
+    """Compiled once per process: jinja2's own cache would stat the file at every render.
+
+    Its globals (jinja2's own: range, dict, ...; we add none) become one plain dict: jinja2
+    keeps them as a ChainMap over the environment's, walked in Python at every render."""
+    template = environment().get_template(name)
+    template.globals = dict(template.globals)
+    return template
+
+
 def render(template: str, **context: Any) -> str:
     try:
-        return environment().get_template(template).render(**context)
+        return _template(template).render(**context)
     except jinja2.TemplateNotFound:
         raise ToolkitError(
             f"template {template} is missing from the installation",
