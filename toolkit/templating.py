@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import ToolkitError
+
+if TYPE_CHECKING:  # imported when the first template is rendered: `inspect` renders none
+    import jinja2
 
 
 def templates_dir() -> Path:
@@ -25,6 +26,8 @@ def templates_dir() -> Path:
 
 @functools.cache
 def environment() -> jinja2.Environment:
+    import jinja2
+
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
@@ -47,6 +50,8 @@ def _template(name: str) -> jinja2.Template:
 
 
 def render(template: str, **context: Any) -> str:
+    import jinja2
+
     try:
         return _template(template).render(**context)
     except jinja2.TemplateNotFound:
