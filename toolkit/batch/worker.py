@@ -531,8 +531,8 @@ def _commit(
         _remove_stale_targets(task, outcome, plan.name)
         outcome.status = "written"
         # the stat keys as written: a re-run trusts a file's recorded digest while they hold
-        base = settings.output
-        stats = {f["path"]: stat_key(base / f["path"]) for f in outcome.files}
+        base = os.fspath(settings.output)
+        stats = {f["path"]: stat_key(os.path.join(base, f["path"])) for f in outcome.files}
         event = {"event": "done", "name": outcome.name, "record": outcome.record()}
         done.append({**event, "stat": stats, "inputs": inputs})
     if done:  # durable with the next group's files, or at the end of the run
