@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from toolkit.batch import journal, runner, worker
+from toolkit.batch import journal, pool, runner, worker
 from toolkit.batch.outcomes import OutcomeLog
 from toolkit.batch.userlist import load_user_list
 from toolkit.batch.worker import BatchSettings, UserOutcome
@@ -63,7 +63,7 @@ def team12(
     return make_team(tmp_path / "team", gateway, p2s_root, shared_key, 12)
 
 
-def run(users_yaml: Path, jobs: int = 1, **settings: Any) -> runner.BatchResult:
+def run(users_yaml: Path, jobs: int | None = 1, **settings: Any) -> runner.BatchResult:
     users = load_user_list(users_yaml)
     return runner.run_batch(
         users,
@@ -82,13 +82,13 @@ class PoolCounter:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.started: list[int] = []
-        real = runner._Pool
+        real = pool._Pool
 
         def counting(*args: Any, **kwargs: Any) -> Any:
             self.started.append(int(kwargs["max_workers"]))
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(runner, "_Pool", counting)
+        monkeypatch.setattr(pool, "_Pool", counting)
 
 
 def private_tree(root: Path) -> None:
@@ -112,6 +112,22 @@ def test_unchanged_rerun_starts_no_worker_and_the_main_process_works_too(
     assert again.count("unchanged") == 12
     assert pools.started == [1]  # decided in the main process: no second pool
     assert [o.name for o in again.outcomes] == [f"user{i:03d}" for i in range(12)]
+
+
+def test_a_small_batch_is_written_by_the_main_process_alone(
+    team12: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pools = PoolCounter(monkeypatch)
+    monkeypatch.setattr(runner, "default_jobs", lambda: 8)
+    result = run(team12, jobs=None)  # 12 users: less work than starting one worker
+    assert result.count("written") == 12 and pools.started == []
+    monkeypatch.setattr(runner, "WORKER_COST", 3)
+    (team12.parent / "out").rename(team12.parent / "first")
+    assert run(team12, jobs=None).count("written") == 12
+    assert pools.started == [4]  # 12 units of work: four workers, not seven
+    (team12.parent / "out").rename(team12.parent / "second")
+    assert run(team12, jobs=3).count("written") == 12  # asked for: obeyed
+    assert pools.started == [4, 2]
 
 
 def test_a_few_changed_users_are_written_without_starting_workers(

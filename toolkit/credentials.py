@@ -8,6 +8,7 @@ for an output. Nothing here ever puts key material or a passphrase in a message.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,11 +53,12 @@ class ClientCredentials:
             f"thumbprint_sha1={self.summary.thumbprint_sha1!r}, key=<hidden>)"
         )
 
-    @property
+    @functools.cached_property
     def summary(self) -> CertificateSummary:
+        """Made once (subject, thumbprints): validation, the plan and the guide all use it."""
         return CertificateSummary.of(self.certificate)
 
-    @property
+    @functools.cached_property
     def cert_pem(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 

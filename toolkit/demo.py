@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit import ca
-from toolkit.batch import BatchResult, BatchSettings, default_jobs, load_user_list, run_batch
+from toolkit.batch import BatchResult, BatchSettings, load_user_list, run_batch
 from toolkit.errors import OutputError
 from toolkit.output import atomic_write, ensure_private_dir, remove_tree
 from toolkit.sample import make_gateway
@@ -103,5 +103,5 @@ def run_demo(folder: Path, *, force: bool = False, jobs: int | None = None) -> D
         ca=users.ca,
         warn_days=users.warn_days,
     )
-    result = run_batch(users, settings, jobs=jobs or default_jobs())
+    result = run_batch(users, settings, jobs=jobs)
     return DemoResult(folder, package, users_file, users.output, result)

@@ -34,6 +34,13 @@ def check_contact(text: str, what: str = "--contact") -> str:
     return text
 
 
+def _posix(path: str) -> str:
+    """``str(PurePosixPath(path))``; a path without empty or '.' parts is already that."""
+    if all(part not in ("", ".") for part in path.split("/")):
+        return path
+    return str(PurePosixPath(path))
+
+
 def render_guide(
     *,
     name: str,
@@ -50,7 +57,7 @@ def render_guide(
 
     def file_of(target: str, index: int = 0) -> str | None:
         planned = deliverables.get(target, ())
-        return str(PurePosixPath(planned[index].path)) if len(planned) > index else None
+        return _posix(planned[index].path) if len(planned) > index else None
 
     html = render(
         "install-guide.html.j2",

@@ -31,10 +31,9 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from toolkit.errors import LockedError, OutputError, WriteError
 
@@ -426,9 +425,9 @@ def check_writable(
         raise OutputError(
             f"{output_dir}: exists and is not a folder", hint="choose another --output"
         )
-    if force:
-        return
     user_dir = output_dir / name
+    if force or not user_dir.exists():
+        return
     for existing in existing_outputs(output_dir, name, files):
         if owned is None or not is_owned(user_dir, existing, owned):
             raise OutputError(
@@ -482,7 +481,7 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 _SYNC_THREADS = 8
-_sync_pool: ThreadPoolExecutor | None = None
+_sync_pool: Any = None  # a ThreadPoolExecutor, made at the first use
 
 
 def _fsync_path(path: Path) -> None:
@@ -502,6 +501,8 @@ def sync(paths: Sequence[Path]) -> None:
             _fsync_path(path)
         return
     if _sync_pool is None:
+        from concurrent.futures import ThreadPoolExecutor  # local: most runs never need it
+
         _sync_pool = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="ovpn-toolkit-fsync")
     for _ in _sync_pool.map(_fsync_path, paths):  # re-raises the first OSError
         pass
@@ -510,18 +511,26 @@ def sync(paths: Sequence[Path]) -> None:
 _SYNCFS_FROM = 16  # paths: from this many on, one syncfs(2) is cheaper than one fsync each
 
 
+_libc_syncfs: Any = None  # syncfs(2) from the C library, looked up once; False: none
+
+
 def _syncfs(anchor: Path) -> bool:
     """syncfs(2) of the file system holding ``anchor``; False where the C library lacks it."""
-    try:
-        import ctypes
+    global _libc_syncfs
+    if _libc_syncfs is None:
+        try:
+            import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        call = libc.syncfs
-    except (OSError, AttributeError, ImportError):
+            _libc_syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        except (OSError, AttributeError, ImportError):
+            _libc_syncfs = False
+    if _libc_syncfs is False:
         return False
     fd = os.open(anchor, os.O_RDONLY)
     try:
-        if call(fd) != 0:
+        if _libc_syncfs(fd) != 0:
+            import ctypes
+
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code), str(anchor))
     finally:
@@ -529,14 +538,14 @@ def _syncfs(anchor: Path) -> bool:
     return True
 
 
-def make_durable(anchor: Path, paths: Sequence[Path]) -> None:
+def make_durable(anchor: Path, paths: Sequence[Path], *, group: bool = False) -> None:
     """Make ``paths`` (files and folders, all on the file system of ``anchor``) durable: one
-    ``syncfs(2)`` for a group (Linux: it writes back and commits everything dirty on that file
-    system at once, and reports write-back errors since Linux 5.8), else an fsync of each, issued
-    together from threads (:func:`sync`)."""
+    ``syncfs(2)`` for a batch's group, or any :data:`_SYNCFS_FROM` paths or more (Linux: it writes
+    back and commits everything dirty on that file system at once, and reports write-back errors
+    since Linux 5.8), else an fsync of each, issued together from threads (:func:`sync`)."""
     if not paths:
         return
-    if len(paths) >= _SYNCFS_FROM and _syncfs(anchor):
+    if (group or len(paths) >= _SYNCFS_FROM) and _syncfs(anchor):
         return
     sync(paths)
 
@@ -656,7 +665,11 @@ class StagedWrite:
         try:
             if before_swap is not None:
                 before_swap()
-            make_durable(self.output_dir, [p for item in self.staged for p in item.new_paths])
+            make_durable(
+                self.output_dir,
+                [p for item in self.staged for p in item.new_paths],
+                group=self.group,
+            )
         except (OSError, WriteError) as exc:
             self.discard()
             return exc if isinstance(exc, WriteError) else _write_failed(self.output_dir, exc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -18,7 +19,8 @@ from typing import Any
 from cryptography import x509
 
 from toolkit.credentials import ClientCredentials, load_credentials
-from toolkit.fill import CredentialPem, fill_credentials
+from toolkit.errors import ToolkitError
+from toolkit.fill import CredentialPem, FillCheck, check_fill, fill_credentials
 from toolkit.findings import Edit, Finding
 from toolkit.guide import check_contact, render_guide
 from toolkit.names import check_display_name, check_name, sanitize_name
@@ -198,7 +200,7 @@ def gateway_label(package: AzurePackage) -> str:
 
 
 def default_display_name(name: str, package: AzurePackage) -> str:
-    return f"{name} ({gateway_label(package)})"
+    return f"{name} ({_facts(package).label})"
 
 
 def preview_target(
@@ -209,6 +211,93 @@ def preview_target(
     profile = package.profile() if target.uses_profile else Profile.parse("", package.source)
     edits, warnings = target.adapt(profile, ctx)
     return profile, edits, warnings
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A target's part of planning that is the same for every user of a package: the profile
+    after :meth:`Target.adapt_package` (cloned per user), its edits and warnings, and the
+    checks :func:`fill_credentials` makes before filling."""
+
+    profile: Profile
+    edits: tuple[Edit, ...]
+    warnings: tuple[Finding, ...]
+    fill: FillCheck
+
+
+class _PackageFacts:
+    """What planning derives from a package alone, made once per package object."""
+
+    def __init__(self, package: AzurePackage) -> None:
+        self.gateway_id = package_gateway_id(package)
+        self.gateway_host = package_gateway_host(package)
+        self.label = gateway_label(package)
+        # by target name; None: that target is planned from scratch for every user
+        self.targets: dict[str, _Prepared | None] = {}
+
+    def prepared(self, package: AzurePackage, target: Target) -> _Prepared | None:
+        if target.name not in self.targets:
+            self.targets[target.name] = _prepare(package, target)
+        return self.targets[target.name]
+
+
+# per package (weakly: a package dropped by the caller takes its facts along)
+_FACTS: weakref.WeakKeyDictionary[AzurePackage, _PackageFacts] = weakref.WeakKeyDictionary()
+
+
+def _facts(package: AzurePackage) -> _PackageFacts:
+    facts = _FACTS.get(package)
+    if facts is None:
+        facts = _FACTS[package] = _PackageFacts(package)
+    return facts
+
+
+def _prepare(package: AzurePackage, target: Target) -> _Prepared | None:
+    """The package's part of ``target``'s adapt and the fill checks, or None when the target
+    does not split its adapt or either part fails (every user then gets the error from
+    planning from scratch, in the order it always came)."""
+    if not target.splits_adapt:
+        return None
+    try:
+        profile = package.profile()
+        edits, warnings = target.adapt_package(profile)
+        fill = check_fill(profile)
+    except ToolkitError:
+        return None
+    return _Prepared(profile, tuple(edits), tuple(warnings), fill)
+
+
+def _adapt_and_fill(
+    package: AzurePackage,
+    facts: _PackageFacts,
+    target: Target,
+    ctx: TargetContext,
+    pem: CredentialPem,
+    replace: bool,
+) -> tuple[Profile, list[Edit], list[Finding]]:
+    """One target's profile for one user, adapted and filled, with its edits and warnings:
+    from the package's prepared part when there is one, else from scratch. Both give the same
+    profile, edits, warnings and errors (tests/test_planning_speedups.py)."""
+    prepared = facts.prepared(package, target)
+    if prepared is not None:
+        profile = prepared.profile.clone()
+        kept = set(map(id, profile.items))
+        edits, warnings = target.adapt_user(profile, ctx)
+        added = [item for item in profile.items if id(item) not in kept]
+        if len(profile.items) - len(added) == len(kept) and not any(
+            "$" in raw or "__" in raw for item in added for raw in item.raw_lines
+        ):
+            filled = fill_credentials(profile, pem, replace=replace, checked=prepared.fill)
+            return (
+                profile,
+                [*filled, *prepared.edits, *edits],
+                [*prepared.warnings, *warnings],
+            )
+    # from scratch: targets that do not split their adapt, or a user's part that adds a
+    # template variable (the fill's checks must then see it)
+    profile = package.profile()
+    edits, warnings = target.adapt(profile, ctx)
+    return profile, fill_credentials(profile, pem, replace=replace) + edits, warnings
 
 
 def default_name(creds: ClientCredentials) -> str:
@@ -245,8 +334,9 @@ def plan_user(
     now: dt.datetime | None = None,
 ) -> UserPlan:
     """Validate everything and build every file for one user; raise on the first error."""
+    facts = _facts(package)
     name = check_name(request.name or default_name(creds))
-    display = check_display_name(request.display_name or default_display_name(name, package))
+    display = check_display_name(request.display_name or f"{name} ({facts.label})")
     contact = check_contact(request.contact) if request.contact is not None else None
     targets = get_targets(request.targets)
     findings = validate_credentials(
@@ -268,7 +358,7 @@ def plan_user(
     ctx = TargetContext(
         name=name,
         display_name=display,
-        gateway_id=package_gateway_id(package),
+        gateway_id=facts.gateway_id,
         credentials=creds,
         disable_dco=request.disable_dco,
         key_passphrase=key_passphrase,
@@ -281,10 +371,10 @@ def plan_user(
     profiles: list[Profile] = []
     for target in targets:
         if target.uses_profile:
-            profile = package.profile()
+            profile, edits, target_warnings = _adapt_and_fill(
+                package, facts, target, ctx, pem, request.replace_credentials
+            )
             profiles.append(profile)
-            edits, target_warnings = target.adapt(profile, ctx)
-            edits = fill_credentials(profile, pem, replace=request.replace_credentials) + edits
         else:
             profile = Profile.parse("", package.source)
             profiles.append(profile)
@@ -298,7 +388,7 @@ def plan_user(
         guide = render_guide(
             name=name,
             display_name=display,
-            gateway=package_gateway_host(package),
+            gateway=facts.gateway_host,
             certificate=summary,
             deliverables={plan.target: plan.deliverables for plan in plans},
             key_protected=key_passphrase is not None,

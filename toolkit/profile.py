@@ -159,6 +159,19 @@ class Block(Item):
         return [self.open_raw, *self.body, self.close_raw]
 
 
+def _copy_item(item: Item) -> Item:
+    """A copy of an item of a subclass (:meth:`Profile.clone` copies the four kinds itself)."""
+    if isinstance(item, Directive):
+        return Directive(item.line, item.name, list(item.args), item.raw)
+    if isinstance(item, Block):
+        return Block(item.line, item.name, list(item.body), item.open_raw, item.close_raw)
+    if isinstance(item, Blank):
+        return Blank(item.line, item.raw)
+    if isinstance(item, Comment):
+        return Comment(item.line, item.raw)
+    return copy.copy(item)
+
+
 @dataclass
 class Profile:
     items: list[Item]
@@ -217,7 +230,18 @@ class Profile:
         return cls(items, trailing, source)
 
     def serialize(self) -> str:
-        lines = [raw for item in self.items for raw in item.raw_lines]
+        lines: list[str] = []
+        append, extend = lines.append, lines.extend
+        for item in self.items:  # the raw lines, without building a list per item
+            kind = type(item)
+            if kind is Block:
+                append(item.open_raw)  # type: ignore[attr-defined]
+                extend(item.body)  # type: ignore[attr-defined]
+                append(item.close_raw)  # type: ignore[attr-defined]
+            elif kind is Directive or kind is Comment or kind is Blank:
+                append(item.raw)  # type: ignore[attr-defined]
+            else:
+                extend(item.raw_lines)
         text = "\n".join(lines)
         return text + "\n" if self.trailing_newline and lines else text
 
@@ -227,19 +251,22 @@ class Profile:
     def clone(self) -> Profile:
         """An independent copy without re-parsing: every item copied, with its own lists."""
         items: list[Item] = []
+        append = items.append
         for item in self.items:
-            if isinstance(item, Directive):
-                items.append(Directive(item.line, item.name, list(item.args), item.raw))
-            elif isinstance(item, Block):
-                items.append(
-                    Block(item.line, item.name, list(item.body), item.open_raw, item.close_raw)
-                )
-            elif isinstance(item, Blank):
-                items.append(Blank(item.line, item.raw))
-            elif isinstance(item, Comment):
-                items.append(Comment(item.line, item.raw))
+            # exact types (no typing.cast in this loop: it is a call); subclasses below
+            kind = type(item)
+            if kind is Directive:
+                d: Directive = item  # type: ignore[assignment]
+                append(Directive(d.line, d.name, d.args[:], d.raw))
+            elif kind is Block:
+                b: Block = item  # type: ignore[assignment]
+                append(Block(b.line, b.name, b.body[:], b.open_raw, b.close_raw))
+            elif kind is Comment:
+                append(Comment(item.line, item.raw))  # type: ignore[attr-defined]
+            elif kind is Blank:
+                append(Blank(item.line, item.raw))  # type: ignore[attr-defined]
             else:
-                items.append(copy.copy(item))
+                append(_copy_item(item))
         return Profile(items, self.trailing_newline, self.source)
 
     # --- queries -------------------------------------------------------------------------

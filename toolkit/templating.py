@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import ToolkitError
+
+if TYPE_CHECKING:  # imported when the first template is rendered: `inspect` renders none
+    import jinja2
 
 
 def templates_dir() -> Path:
@@ -25,6 +26,8 @@ def templates_dir() -> Path:
 
 @functools.cache
 def environment() -> jinja2.Environment:
+    import jinja2
+
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
@@ -35,9 +38,22 @@ def environment() -> jinja2.Environment:
     )
 
 
+@functools.cache
+def _template(name: str) -> jinja2.Template:
+    """Compiled once per process: jinja2's own cache would stat the file at every render.
+
+    Its globals (jinja2's own: range, dict, ...; we add none) become one plain dict: jinja2
+    keeps them as a ChainMap over the environment's, walked in Python at every render."""
+    template = environment().get_template(name)
+    template.globals = dict(template.globals)
+    return template
+
+
 def render(template: str, **context: Any) -> str:
+    import jinja2
+
     try:
-        return environment().get_template(template).render(**context)
+        return _template(template).render(**context)
     except jinja2.TemplateNotFound:
         raise ToolkitError(
             f"template {template} is missing from the installation",

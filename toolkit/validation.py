@@ -7,14 +7,17 @@ How certificates are named everywhere (subject, SHA-1 thumbprint, expiry) lives 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from toolkit.errors import CredentialsError
@@ -32,13 +35,16 @@ UsableKey = (
 )
 
 
-def thumbprint_sha1(cert: x509.Certificate) -> str:
-    """Azure's certificate thumbprint: SHA-1 of the DER, upper-case hex, no separators."""
-    return cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - identifier, not security
+def thumbprint_sha1(cert: x509.Certificate, der: bytes | None = None) -> str:
+    """Azure's certificate thumbprint: SHA-1 of the DER, upper-case hex, no separators;
+    ``der``: the certificate's DER, when the caller has it."""
+    der = cert.public_bytes(serialization.Encoding.DER) if der is None else der
+    return hashlib.sha1(der, usedforsecurity=False).hexdigest().upper()
 
 
-def fingerprint_sha256(cert: x509.Certificate) -> str:
-    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+def fingerprint_sha256(cert: x509.Certificate, der: bytes | None = None) -> str:
+    der = cert.public_bytes(serialization.Encoding.DER) if der is None else der
+    return hashlib.sha256(der).digest().hex(":").upper()
 
 
 @dataclass(frozen=True)
@@ -56,17 +62,19 @@ class CertificateSummary:
 
     @classmethod
     def of(cls, cert: x509.Certificate) -> CertificateSummary:
-        cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        subject = cert.subject  # built anew (in Python) at every access: once here
+        cns = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         cn = cns[0].value if cns else None
+        der = cert.public_bytes(serialization.Encoding.DER)
         return cls(
-            subject=cert.subject.rfc4514_string(),
+            subject=subject.rfc4514_string(),
             issuer=cert.issuer.rfc4514_string(),
             common_name=cn if isinstance(cn, str) else None,
             serial_hex=f"{cert.serial_number:X}",
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
-            thumbprint_sha1=thumbprint_sha1(cert),
-            fingerprint_sha256=fingerprint_sha256(cert),
+            thumbprint_sha1=thumbprint_sha1(cert, der),
+            fingerprint_sha256=fingerprint_sha256(cert, der),
         )
 
     def to_json(self) -> dict[str, str | None]:
@@ -82,12 +90,15 @@ class CertificateSummary:
         }
 
 
-def _public_key_matches(cert: x509.Certificate, key: UsableKey) -> bool:
+def _same_public_key(public: CertificatePublicKeyTypes, key: UsableKey) -> bool:
     fmt = serialization.PublicFormat.SubjectPublicKeyInfo
     enc = serialization.Encoding.DER
-    return bool(cert.public_key().public_bytes(enc, fmt) == key.public_key().public_bytes(enc, fmt))
+    return bool(public.public_bytes(enc, fmt) == key.public_key().public_bytes(enc, fmt))
 
 
+# the same signature is checked twice per user (validation, then the root to fill in): the
+# result depends only on the two certificates (compared by their DER), so it is remembered
+@functools.lru_cache(maxsize=256)
 def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
     try:
         child.verify_directly_issued_by(parent)
@@ -114,8 +125,9 @@ def chains_to(
     return None
 
 
-def describe_cert(cert: x509.Certificate) -> str:
-    summary = CertificateSummary.of(cert)
+def describe_cert(cert: x509.Certificate, summary: CertificateSummary | None = None) -> str:
+    """``'CN' (thumbprint ...)``; ``summary``: the certificate's, when the caller has it."""
+    summary = summary or CertificateSummary.of(cert)
     return f"'{summary.common_name or summary.subject}' (thumbprint {summary.thumbprint_sha1})"
 
 
@@ -138,6 +150,7 @@ def validate_credentials(
         targets=targets,
         warn_days=warn_days,
         now=now,
+        summary=creds.summary,
     )
 
 
@@ -152,11 +165,14 @@ def validate_certificate(
     targets: Sequence[str] = (),
     warn_days: int = 30,
     now: dt.datetime | None = None,
+    summary: CertificateSummary | None = None,
 ) -> list[Finding]:
-    """The checks of :func:`validate_credentials`; the key check only when a key is given."""
+    """The checks of :func:`validate_credentials`; the key check only when a key is given.
+    ``summary``: the certificate's :class:`CertificateSummary`, when the caller has it."""
     now = now or dt.datetime.now(dt.UTC)
     label = cert_source or "certificate"
-    who = describe_cert(cert)
+    who = describe_cert(cert, summary)
+    public_key = cert.public_key()
     findings: list[Finding] = []
 
     def error(code: str, message: str, hint: str | None = None) -> None:
@@ -165,7 +181,7 @@ def validate_certificate(
     def warning(code: str, message: str, hint: str | None = None) -> None:
         findings.append(Finding("warning", code, message, hint))
 
-    if private_key is not None and not _public_key_matches(cert, private_key):
+    if private_key is not None and not _same_public_key(public_key, private_key):
         error(
             "key-mismatch",
             f"{key_source}: the private key does not belong to the certificate {who} in {label}",
@@ -224,7 +240,6 @@ def validate_certificate(
             f"{label}: certificate {who} is signed with {algorithm.name.upper()}",
             "OpenVPN Connect rejects SHA-1 signatures ('ca md too weak'); reissue with SHA-256",
         )
-    public_key = cert.public_key()
     if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < 2048:
         error(
             "weak-key",

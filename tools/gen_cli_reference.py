@@ -121,7 +121,7 @@ def _value(param: Any) -> str:
     if _is_flag(param):
         return "flag"
     metavar = getattr(param, "metavar", None)
-    text = str(metavar) if metavar else _type_name(param) + _range(param)
+    text = (str(metavar) if metavar else _type_name(param)) + _range(param)
     if getattr(param, "multiple", False):
         text += ", repeatable"
     return text
@@ -179,6 +179,10 @@ def _section(command: Any, path: list[str], out: list[str]) -> None:
     help_text = _clean(command.help)
     if help_text:
         out += [help_text, ""]
+    if len(path) == 1:  # the root: the examples its --help shows
+        from toolkit.cli.commands import EXAMPLES
+
+        out += ["**Examples**", "", "```sh", *EXAMPLES, "```", ""]
     arguments = _visible_params(command, "argument")
     if arguments:
         out += ["**Arguments**", "", "| Argument | Value | Description |", "|---|---|---|"]

@@ -4,8 +4,10 @@ One JSON object per line, appended under an flock(2) (several workers append at 
 
 - ``{"event": "begin", "name": ..., "files": [{"path", "sha256"}]}`` before a user's files are
   swapped in: from then on those exact bytes, found at those paths, are known to be ours;
-- ``{"event": "done", "name": ..., "record": {...}}`` after they are all in place (durable):
-  the user's record, as the manifest shows it.
+- ``{"event": "done", "name": ..., "record": {...}, "stat": {...}, "inputs": {...}}`` after
+  they are all in place (durable): the user's record, as the manifest shows it, and the stat
+  keys (size, mtime, ctime, inode) of its files and credential inputs as they were, so that a
+  re-run hashes only what was touched since.
 
 The worker writing a user appends both (so a record is never lost with a killed main
 process). ``manifest.json``/``.csv`` are derived from the journal at the end of a run; a
@@ -105,12 +107,18 @@ class JournalState:
     def __contains__(self, name: object) -> bool:
         return name in self._users and self._users[name].last_done >= 0
 
-    def record(self, name: str) -> dict[str, Any] | None:
-        """``name``'s last ``done`` record, or None."""
+    def last_done(self, name: str) -> dict[str, Any] | None:
+        """``name``'s last ``done`` event (its ``record``, and the ``stat`` keys of the files
+        and ``inputs`` as they were written), or None."""
         lines = self._users.get(name)
         if lines is None or lines.last_done < 0:
             return None
-        record = self._read(lines.spans[lines.last_done]).get("record")
+        return self._read(lines.spans[lines.last_done])
+
+    def record(self, name: str) -> dict[str, Any] | None:
+        """``name``'s last ``done`` record, or None."""
+        event = self.last_done(name)
+        record = event.get("record") if event is not None else None
         return record if isinstance(record, dict) else None
 
     def owned(self, name: str) -> dict[str, list[str]]:

@@ -12,13 +12,8 @@ main process stops them with SIGTERM, on which the user being written is rolled 
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
-import multiprocessing
 import os
-import signal
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +36,6 @@ from toolkit.errors import ToolkitError, UserListError, WriteError
 from toolkit.output import STAGING_PREFIX, folder_lock, recover_user, remove_file, remove_tree
 from toolkit.package import check_output_location
 from toolkit.passphrase import PassphraseSource
-
-POLL = 0.2  # seconds between checks of should_stop while workers run
-WORKER_GRACE = 5.0  # seconds a stopped worker gets to roll back before SIGKILL
-PARENT_POLL = 0.5  # seconds between a worker's checks that its main process is alive
 
 
 @dataclass
@@ -84,8 +75,8 @@ def preflight(users: UserList, settings: BatchSettings) -> None:
         source = PassphraseSource(
             settings.ca.passphrase_env, settings.ca.passphrase_file, environ=settings.environ
         )
-        try:
-            ca.open_ca(settings.ca.dir, source)
+        try:  # kept: the main process issues too, and the CA key is slow to decrypt
+            worker._AUTHORITIES[settings.ca.dir] = ca.open_ca(settings.ca.dir, source)
         except ToolkitError as exc:
             raise UserListError(f"{users.source}: ca: {exc.message}", hint=exc.hint) from exc
 
@@ -123,82 +114,11 @@ def _output_lock(output: Path, dry_run: bool) -> Iterator[None]:
         yield
 
 
-class _Pool(cf.ProcessPoolExecutor):
-    """A process pool whose workers are born with SIGINT ignored.
-
-    A spawned worker imports the toolkit before its initializer runs; a Ctrl-C to the process
-    group in that moment would print a KeyboardInterrupt traceback from the worker. SIG_IGN,
-    unlike a Python handler, survives exec: the main process ignores SIGINT for the instant of
-    each spawn (a signal in those few milliseconds is not seen by the main process)."""
-
-    def _spawn_process(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            super()._spawn_process()  # type: ignore[misc]
-            return
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            super()._spawn_process()  # type: ignore[misc]
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-
-def _ignore_interrupts(main_pid: int) -> None:
-    """Worker initializer: Ctrl-C reaches the whole process group; only the main process acts
-    on it. SIGTERM (sent by the main process when stopping) unwinds the current user (the
-    writer rolls back) and ends the worker."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _stop_worker)
-    # the main process's pid from the main process: it may be gone before this runs
-    threading.Thread(target=_watch_parent, args=(main_pid,), daemon=True).start()
-
-
-def _watch_parent(parent: int) -> None:
-    """A worker whose main process was killed (SIGKILL) stops like on SIGTERM, instead of
-    waiting forever for work that will not come."""
-    # SIGTERM is for the main thread only (it defers it while a user's files are swapped in)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    while os.getppid() == parent:
-        time.sleep(PARENT_POLL)
-    main = threading.main_thread().ident
-    if main is not None:  # to the main thread: its blocking read is interrupted
-        signal.pthread_kill(main, signal.SIGTERM)
-
-
-class _WorkerStopped(SystemExit):
-    pass
-
-
-def _stop_worker(signum: int, frame: object) -> None:
-    raise _WorkerStopped(128 + signum)
-
-
-def _run_in_worker(task: ChunkTask) -> list[UserOutcome]:
-    try:
-        return process_chunk(task)
-    except _WorkerStopped:
-        os._exit(128 + signal.SIGTERM)  # rolled back; nothing to report to a stopping pool
-
-
-def _stop_pool(pool: cf.ProcessPoolExecutor) -> None:
-    """Stop now: running workers get SIGTERM (each user's write is rolled back or complete)
-    and are waited for; the pool then fails the queued users' futures (never run)."""
-    workers = list((getattr(pool, "_processes", None) or {}).values())  # no public API
-    for process in workers:
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            process.terminate()
-    for process in workers:
-        process.join(WORKER_GRACE)
-        if process.is_alive():
-            process.kill()
-            process.join()
-    pool.shutdown(wait=True)
-
-
 def run_batch(
     users: UserList,
     settings: BatchSettings,
     *,
-    jobs: int = 1,
+    jobs: int | None = None,
     fail_fast: bool = False,
     on_outcome: Callable[[UserOutcome], None] | None = None,
     on_start: Callable[[str], None] | None = None,
@@ -207,7 +127,8 @@ def run_batch(
     """Run every user. ``should_stop`` is polled (the CLI sets it on SIGINT/SIGTERM): the run
     then stops its workers, records what finished and returns with ``interrupted`` set.
 
-    ``jobs`` processes plan and write: the main process and ``jobs - 1`` workers. Users whose
+    ``jobs`` processes plan and write: the main process and ``jobs - 1`` workers; None: as
+    many as the work is worth (see ``WORKER_COST``), up to the number of CPUs. Users whose
     inputs and files are unchanged are decided here first, so an unchanged re-run starts none."""
     worker.clear_caches()  # a package replaced since an earlier run in this process is re-read
     preflight(users, settings)
@@ -217,7 +138,13 @@ def run_batch(
         return _Run(users, settings, jobs, fail_fast, on_outcome, on_start, should_stop).run()
 
 
-INLINE_USERS = 4  # at most this many users to write: no worker is started
+# Work is counted in units of one user assembled from existing credentials (a few ms); a
+# certificate the CA must issue first (an RSA key) counts ISSUE_COST. A worker process costs
+# about WORKER_COST units to start (an interpreter importing the toolkit): one is started for
+# each WORKER_COST units of work, up to jobs - 1; below that the main process works alone.
+# An explicit --jobs N is obeyed (N - 1 workers whenever there are that many users to write).
+ISSUE_COST = 25
+WORKER_COST = 64
 MAX_CHUNK = 32  # users per chunk: one group commit (two rounds of syncfs) per chunk
 
 
@@ -232,7 +159,7 @@ class _Run:
         self,
         users: UserList,
         settings: BatchSettings,
-        jobs: int,
+        jobs: int | None,
         fail_fast: bool,
         on_outcome: Callable[[UserOutcome], None] | None,
         on_start: Callable[[str], None] | None,
@@ -240,7 +167,8 @@ class _Run:
     ) -> None:
         self.users = users.users
         self.settings = settings
-        self.jobs = jobs
+        self.jobs = jobs or default_jobs()
+        self.automatic = jobs is None  # else exactly the processes asked for
         self.fail_fast = fail_fast
         self.on_outcome = on_outcome
         self.on_start = on_start
@@ -274,24 +202,35 @@ class _Run:
         except ToolkitError:
             return None  # the workers report it
 
-    def _pending(self, state: journal.JournalState) -> list[int]:
-        """Users that need work; the unchanged ones are recorded on the way."""
+    def _pending(self, state: journal.JournalState) -> tuple[list[int], int]:
+        """Users that need work and what that work costs (units, see ``WORKER_COST``); the
+        unchanged ones are recorded on the way."""
         ledger = self._ledger() if any(u.issued_from_ca for u in self.users) else None
         pending: list[int] = []
+        cost = 0
         for index, user in enumerate(self.users):
             if self.stopping():
                 break
-            previous = state.record(user.name)
+            done = state.last_done(user.name)
+            previous = done.get("record") if done is not None else None
             if previous is not None and not self.settings.dry_run:
                 recover_user(self.settings.output, user.name)  # an interrupted run's leftovers
-            carried = worker.unchanged_outcome(user, self.settings, previous, ledger)
+            carried = worker.unchanged_outcome(
+                user, self.settings, previous if isinstance(previous, dict) else None, ledger, done
+            )
             if carried is not None:
                 self.record(index, carried)
-            else:
-                pending.append(index)
-        return pending
+                continue
+            pending.append(index)
+            issues = user.issued_from_ca and (
+                ledger is None
+                or worker._ca_action(ledger.get(user.name.casefold()), self.settings.renew_within)
+                is not None
+            )
+            cost += ISSUE_COST if issues else 1
+        return pending, cost
 
-    def _chunk(self, state: journal.JournalState, indices: list[int]) -> ChunkTask:
+    def chunk(self, state: journal.JournalState, indices: list[int]) -> ChunkTask:
         items = []
         for index in indices:
             user = self.users[index]
@@ -305,7 +244,7 @@ class _Run:
             indices = pending[position : position + chunk_size(len(pending) - position, 1)]
             position += len(indices)
             outcomes = process_chunk(
-                self._chunk(state, indices), stop=self.stopping, on_start=self.on_start
+                self.chunk(state, indices), stop=self.stopping, on_start=self.on_start
             )
             for index, outcome in zip(indices, outcomes, strict=False):
                 self.record(index, outcome)  # fewer when stopped: the rest not run
@@ -314,12 +253,14 @@ class _Run:
         settings = self.settings
         state = _state(settings)
         known_before = state.names()
-        pending = self._pending(state)
+        pending, cost = self._pending(state)
+        wanted = cost // WORKER_COST if self.automatic else len(pending) - 1
+        workers = min(self.jobs - 1, wanted)
         if pending and not self.stop:
-            if self.jobs <= 1 or len(pending) <= INLINE_USERS:
+            if workers < 1:
                 self._inline(state, pending)
             else:
-                self._parallel(state, pending)
+                self._parallel(state, pending, workers)
         worked = bool(pending)
         why = "--fail-fast" if self.fail_fast else "the output folder cannot be written"
         why = "interrupted" if self.interrupted else why
@@ -361,62 +302,11 @@ class _Run:
         dropped = [name for name in known_before if name not in names]
         return BatchResult(self.log, written, dropped, interrupted=self.interrupted)
 
-    def _parallel(self, state: journal.JournalState, pending: list[int]) -> None:
-        """``jobs - 1`` worker processes and this one take chunks of ``pending`` in turn."""
-        workers = min(self.jobs - 1, -(-len(pending) // INLINE_USERS))
-        processes = workers + 1
-        context = multiprocessing.get_context("spawn")
-        pool = _Pool(
-            max_workers=workers,
-            mp_context=context,
-            initializer=_ignore_interrupts,
-            initargs=(os.getpid(),),
-        )
-        running: dict[cf.Future[list[UserOutcome]], list[int]] = {}
-        position = 0
+    def _parallel(self, state: journal.JournalState, pending: list[int], workers: int) -> None:
+        """``workers`` worker processes and this one take chunks of ``pending`` in turn."""
+        from toolkit.batch.pool import run_parallel  # local: an unchanged run needs no pool
 
-        def take() -> list[int]:
-            nonlocal position
-            size = chunk_size(len(pending) - position, processes)
-            indices = pending[position : position + size]
-            position += len(indices)
-            return indices
-
-        def collect(futures: set[cf.Future[list[UserOutcome]]]) -> None:
-            for future in futures:
-                indices = running.pop(future)
-                if not future.cancelled() and future.exception() is None:
-                    for index, outcome in zip(indices, future.result(), strict=True):
-                        self.record(index, outcome)
-
-        try:
-            while position < len(pending) or running:
-                # keep every worker busy with one chunk running and one queued
-                while (
-                    position < len(pending) and not self.stopping() and len(running) < 2 * workers
-                ):
-                    indices = take()
-                    running[pool.submit(_run_in_worker, self._chunk(state, indices))] = indices
-                if self.stopping():
-                    break
-                if position < len(pending):  # this process takes a chunk too
-                    indices = take()
-                    outcomes = process_chunk(self._chunk(state, indices), stop=self.stopping)
-                    for index, outcome in zip(indices, outcomes, strict=False):
-                        self.record(index, outcome)  # fewer when stopped: the rest not run
-                    done = {f for f in running if f.done()}
-                else:
-                    done, _ = cf.wait(set(running), timeout=POLL, return_when=cf.FIRST_COMPLETED)
-                collect(done)
-        finally:
-            if self.interrupted or (position < len(pending) and not self.stop):
-                _stop_pool(pool)  # a signal, or an error in this loop
-            else:  # --fail-fast or a full disk: the users already running finish
-                for future in running:
-                    future.cancel()
-                pool.shutdown(wait=True)
-        # finished while the pool was being stopped
-        collect({f for f in running if f.done()})
+        run_parallel(self, state, pending, workers)
 
 
 def default_jobs() -> int:

@@ -23,12 +23,9 @@ from toolkit.batch.identity import (
     identity_defaults,
     sign_settings,
 )
-from toolkit.ca.keys import KEY_TYPES
-from toolkit.ca.rules import check_email
 from toolkit.errors import UsageError, UserListError
-from toolkit.guide import check_contact
 from toolkit.names import check_display_name, check_name, fold
-from toolkit.targets import DEFAULT_TARGETS, TARGETS
+from toolkit.targets import DEFAULT_TARGETS, TARGET_NAMES
 
 MAX_BYTES = 5 * 1024 * 1024
 MAX_USERS = 100_000
@@ -250,7 +247,7 @@ class _Validator:
             self.problem(
                 node,
                 f"'{key}' must be a non-empty list of targets",
-                f"choose from: {', '.join(TARGETS)}",
+                f"choose from: {', '.join(TARGET_NAMES)}",
             )
             return None
         chosen: list[str] = []
@@ -258,20 +255,22 @@ class _Validator:
             name = self.string(item, key)
             if name is None:
                 continue
-            if name not in TARGETS:
-                close = difflib.get_close_matches(name, list(TARGETS), n=1)
+            if name not in TARGET_NAMES:
+                close = difflib.get_close_matches(name, list(TARGET_NAMES), n=1)
                 self.problem(
                     item,
                     f"unknown target '{name}'",
                     f"did you mean '{close[0]}'?"
                     if close
-                    else f"choose from: {', '.join(TARGETS)}",
+                    else f"choose from: {', '.join(TARGET_NAMES)}",
                 )
             elif name not in chosen:
                 chosen.append(name)
         return tuple(chosen)
 
     def key_type(self, node: yaml.Node, key: str) -> str | None:
+        from toolkit.ca.keys import KEY_TYPES  # local: the CA's modules load cryptography
+
         value = self.string(node, key)
         if value is not None and value not in KEY_TYPES:
             self.problem(node, f"'{key}' must be one of {', '.join(KEY_TYPES)}")
@@ -492,6 +491,8 @@ def load_user_list(source: Path) -> UserList:
 
 
 def _contact(v: _Validator, node: yaml.Node, text: str) -> str | None:
+    from toolkit.guide import check_contact  # local: the guide's module loads jinja2
+
     try:
         return check_contact(text, "contact")
     except UsageError as exc:
@@ -548,6 +549,8 @@ def _user(
     if "contact" in values:
         values["contact"] = _contact(v, fields["contact"], values["contact"])
     if "email" in values:
+        from toolkit.ca.rules import check_email  # local: as KEY_TYPES
+
         try:
             check_email(values["email"], "email")
         except UsageError as exc:

@@ -34,12 +34,12 @@ from toolkit.errors import CAError, ToolkitError, WriteError
 from toolkit.output import StagedWrite, check_writable, is_owned, remove_tree
 from toolkit.package import AzurePackage, load_package
 from toolkit.passphrase import PassphraseSource
-from toolkit.signing import ProfileSigner, load_signer
 
 if TYPE_CHECKING:
     from cryptography import x509
 
     from toolkit.ca import LedgerEntry
+    from toolkit.signing import ProfileSigner
 
 Status = Literal["written", "unchanged", "failed", "planned", "skipped"]
 STATUSES: tuple[Status, ...] = ("written", "unchanged", "planned", "failed", "skipped")
@@ -133,6 +133,7 @@ def clear_caches() -> None:
     _ROOTS.clear()
     _SIGNERS.clear()
     _SIGN_DIGESTS.clear()
+    _SETTINGS_DIGESTS.clear()
 
 
 def _package(path: Path) -> AzurePackage:
@@ -145,6 +146,8 @@ def _signer(sign: SignSettings | None) -> ProfileSigner | None:
     if sign is None:
         return None
     if sign not in _SIGNERS:
+        from toolkit.signing import load_signer  # local: most batches sign nothing
+
         _SIGNERS[sign] = load_signer(sign.cert, sign.key)
     return _SIGNERS[sign]
 
@@ -187,32 +190,55 @@ def _credential_files(
     ]
 
 
+_USER_FIELDS = tuple(f.name for f in fields(UserEntry) if f.name != "line")
+_SETTINGS_DIGESTS: dict[tuple[BatchSettings, str], str] = {}
+
+
+def _settings_digest(settings: BatchSettings, package: AzurePackage) -> str:
+    """The part of every user's fingerprint that is the same for the whole batch (once)."""
+    key = (settings, package.content_sha256)
+    if key not in _SETTINGS_DIGESTS:
+        data = {
+            "tool": __version__,
+            "package": package.content_sha256,
+            "package_source": Path(package.source).name,
+            "roots": _roots(settings.roots)[1],
+            "sign": _sign_digests(settings.sign) if settings.sign else None,
+            "warn_days": settings.warn_days,
+            "guide": settings.guide,
+        }
+        text = json.dumps(data, sort_keys=True, default=str)
+        _SETTINGS_DIGESTS[key] = hashlib.sha256(text.encode()).hexdigest()
+    return _SETTINGS_DIGESTS[key]
+
+
 def _fingerprint(
     user: UserEntry,
     settings: BatchSettings,
     package: AzurePackage,
     cred_files: list[tuple[Path | None, str]],
-    contents: dict[Path, bytes],
+    digests: Mapping[Path, str],
 ) -> str:
     """Everything the outputs depend on; passphrases are not (the output key is the same).
 
     A generated PKCS#12 password is not either: it is random at every planning, so an
-    unchanged user is skipped here, before planning, and keeps the password it was given."""
-    data = {
-        "tool": __version__,
-        "package": package.content_sha256,
-        "package_source": Path(package.source).name,
-        "user": {f.name: getattr(user, f.name) for f in fields(user) if f.name != "line"},
-        "credentials": [
-            hashlib.sha256(contents[p]).hexdigest() if p is not None else None
-            for p, _what in cred_files
-        ],
-        "roots": _roots(settings.roots)[1],
-        "sign": _sign_digests(settings.sign) if settings.sign else None,
-        "warn_days": settings.warn_days,
-        "guide": settings.guide,
-    }
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    unchanged user is skipped before planning, and keeps the password it was given."""
+    data = [
+        _settings_digest(settings, package),
+        [getattr(user, name) for name in _USER_FIELDS],
+        [digests[p] if p is not None else None for p, _what in cred_files],
+    ]
+    return hashlib.sha256(json.dumps(data, default=str).encode()).hexdigest()
+
+
+def stat_key(path: str | Path) -> list[int] | None:
+    """What changes whenever a file's content can have changed: size, mtime and ctime (which
+    nobody can set back), inode. None when it cannot be stat'ed."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
 
 
 def _file_sha256(path: str) -> str:
@@ -227,16 +253,40 @@ def _file_sha256(path: str) -> str:
         os.close(fd)
 
 
-def _intact(output: Path, record: dict[str, Any]) -> bool:
-    """Every file the record lists is there with the recorded content (hashed, not stat'ed)."""
+def _intact(output: Path, record: dict[str, Any], stats: Mapping[str, Any] | None = None) -> bool:
+    """Every file the record lists is there with the recorded content: hashed, unless its
+    :func:`stat_key` is the one recorded right after it was written (``stats``, from the
+    journal), as git trusts its index."""
     base = os.fspath(output)
+    stats = stats or {}
     for entry in record.get("files", []):
+        path = os.path.join(base, entry["path"])
+        recorded = stats.get(entry["path"])
+        if recorded is not None and recorded == stat_key(path):
+            continue
         try:
-            if _file_sha256(os.path.join(base, entry["path"])) != entry["sha256"]:
+            if _file_sha256(path) != entry["sha256"]:
                 return False
         except OSError:
             return False
     return bool(record.get("files"))
+
+
+def _credential_digests(
+    paths: list[tuple[Path | None, str]], known: Mapping[str, Any] | None
+) -> dict[Path, str]:
+    """The SHA-256 of each credential file: the one recorded (``known``: path -> [digest,
+    *stat_key]) when the file's stat is unchanged, else read and hashed."""
+    digests: dict[Path, str] = {}
+    for path, what in paths:
+        if path is None:
+            continue
+        entry = (known or {}).get(str(path))
+        if isinstance(entry, list) and entry[1:] and entry[1:] == stat_key(path):
+            digests[path] = str(entry[0])
+        else:
+            digests[path] = hashlib.sha256(read_input(path, what)).hexdigest()
+    return digests
 
 
 def _ca_action(current: Any, renew_within: int | None) -> Literal["issued", "renewed"] | None:
@@ -359,12 +409,14 @@ def unchanged_outcome(
     settings: BatchSettings,
     previous: dict[str, Any] | None,
     ledger: Mapping[str, LedgerEntry] | None = None,
+    done: Mapping[str, Any] | None = None,
 ) -> UserOutcome | None:
     """The previous outcome carried over when the inputs and the written files are unchanged;
     None when the user needs a worker (changed, new, to be issued, or anything to report).
 
     The main process asks this for every user before any worker starts (an unchanged re-run
-    starts none). ``ledger``: the CA's current entries by folded name (read once)."""
+    starts none). ``ledger``: the CA's current entries by folded name (read once); ``done``:
+    the journal's ``done`` event of ``previous``, with the stat keys of its files and inputs."""
     if previous is None or settings.force or previous.get("status") not in ("written", "unchanged"):
         return None
     try:
@@ -382,12 +434,14 @@ def unchanged_outcome(
         else:
             cert, key, pfx = user.cert, user.key, user.pfx
         files = _credential_files(user, cert, key, pfx)
-        contents = _read_credentials(files)
+        digests = _credential_digests(files, (done or {}).get("inputs"))
         package = _package(settings.package_path)
-        fingerprint = _fingerprint(user, settings, package, files, contents)
+        fingerprint = _fingerprint(user, settings, package, files, digests)
     except ToolkitError:
         return None  # the worker reports it
-    if previous.get("fingerprint") != fingerprint or not _intact(settings.output, previous):
+    if previous.get("fingerprint") != fingerprint or not _intact(
+        settings.output, previous, (done or {}).get("stat")
+    ):
         return None
     return UserOutcome(**{**outcome_fields(previous), "status": "unchanged"})
 
@@ -436,16 +490,17 @@ def process_chunk(
                 break
             if on_start is not None:
                 on_start(task.user.name)
-            outcome, plan = _prepare(task)
+            outcome, prepared = _prepare(task)
             outcomes.append(outcome)
-            if plan is None:
+            if prepared is None:
                 continue
+            plan, _inputs = prepared
             try:
                 writer.stage(plan.name, plan.files, force=settings.force, owned=task.owned)
             except ToolkitError as exc:
                 _failed(outcome, exc)
                 continue
-            staged.append((task, outcome, plan))
+            staged.append((task, outcome, prepared))
         if staged:
             with _termination_deferred():
                 _commit(writer, settings, staged)
@@ -464,7 +519,7 @@ def _commit(
     failure = writer.commit(before_swap=lambda: journal.append_many(settings.output, begins))
     done: list[dict[str, Any]] = []
     reported = False
-    for task, outcome, plan in staged:
+    for task, outcome, (plan, inputs) in staged:
         if outcome.name not in writer.committed:
             if not reported:  # the user the error stopped at
                 _failed(outcome, failure or WriteError(f"{settings.output}: not written"))
@@ -475,7 +530,11 @@ def _commit(
             continue
         _remove_stale_targets(task, outcome, plan.name)
         outcome.status = "written"
-        done.append({"event": "done", "name": outcome.name, "record": outcome.record()})
+        # the stat keys as written: a re-run trusts a file's recorded digest while they hold
+        base = os.fspath(settings.output)
+        stats = {f["path"]: stat_key(os.path.join(base, f["path"])) for f in outcome.files}
+        event = {"event": "done", "name": outcome.name, "record": outcome.record()}
+        done.append({**event, "stat": stats, "inputs": inputs})
     if done:  # durable with the next group's files, or at the end of the run
         journal.append_many(settings.output, done)
 
@@ -527,8 +586,15 @@ def _prepare(task: UserTask) -> tuple[UserOutcome, Any]:
             )
         outcome.issued = issued
         files = _credential_files(user, cert, key, pfx)
+        before = {str(p): stat_key(p) for p, _what in files if p is not None}  # before reading
         contents = _read_credentials(files)
-        outcome.fingerprint = _fingerprint(user, settings, package, files, contents)
+        digests = {p: hashlib.sha256(data).hexdigest() for p, data in contents.items()}
+        outcome.fingerprint = _fingerprint(user, settings, package, files, digests)
+        inputs = {
+            path: [digests[Path(path)], *key]
+            for path, key in before.items()
+            if key is not None and Path(path) in digests
+        }
         # local: only a user that is written needs the pipeline
         from toolkit.plan import CredentialInputs, UserRequest, plan_from_inputs
 
@@ -577,7 +643,7 @@ def _prepare(task: UserTask) -> tuple[UserOutcome, Any]:
             check_writable(settings.output, plan.name, plan.files, settings.force, task.owned)
             outcome.status = "planned"
             return outcome, None
-        return outcome, plan
+        return outcome, (plan, inputs)
     except _DryRunIssue as exc:
         outcome.status = "planned"
         outcome.issued = exc.action

@@ -1,4 +1,5 @@
-"""The `ovpn-toolkit` typer app: global options, and the command groups mounted on it.
+"""The `ovpn-toolkit` typer app: global options; the commands are listed in
+:data:`toolkit.cli.commands.COMMANDS` and loaded only when used (``--help`` imports none).
 
 Thin on purpose: each command parses its options, calls one core function, renders the result
 (human or ``--json``); :func:`toolkit.cli.common.guard` maps errors to exit codes.
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from toolkit import __version__
-from toolkit.cli import batch, ca, demo, profiles
+from toolkit.cli.commands import ToolkitGroup
 from toolkit.cli.common import COLOR, SHOW_TRACEBACK, err, no_color_requested
 from toolkit.errors import ExitCode
 
@@ -21,7 +22,9 @@ app = typer.Typer(
     name="ovpn-toolkit",
     help="Turn an Azure VPN Gateway P2S package into ready-to-import OpenVPN profiles "
     "(Tunnelblick, OpenVPN Connect on iOS, OpenVPN 2.x).",
+    cls=ToolkitGroup,
     no_args_is_help=True,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
     add_completion=True,
@@ -57,12 +60,6 @@ def root(
     COLOR["enabled"] = not no_color_requested(no_color, os.environ)
     if not COLOR["enabled"]:
         ctx.color = False  # typer.echo strips the styles of typer.style in every subcommand
-
-
-profiles.register(app)
-demo.register(app)
-batch.register(app)
-app.add_typer(ca.ca_app, name="ca")
 
 
 def main() -> Any:

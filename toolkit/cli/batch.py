@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from toolkit.cli.ca import superseded_line
+from toolkit.cli.commands import command_app
 from toolkit.cli.common import SCHEMA_VERSION, JsonOpt, err, guard, print_json, stderr_console
 from toolkit.errors import ExitCode, UserListError
 
@@ -42,6 +42,8 @@ def failure_line(outcome: UserOutcome) -> str:
 
 
 def _superseded(outcome: UserOutcome) -> None:
+    from toolkit.cli.ca import superseded_line  # `batch --help` does not load the CA's CLI
+
     for old in outcome.superseded:
         typer.echo(
             "  " + superseded_line(old["thumbprint_sha1"], old["not_after"][:10], old["revoke"])
@@ -94,165 +96,174 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    @guard
-    def batch(
-        users_file: Annotated[
-            Path,
-            typer.Argument(
-                metavar="USERS.yaml", help="The user list (see docs/reference/users-yaml.md)."
+batch_app = command_app()
+schema_app = command_app()
+
+
+@batch_app.command("batch")
+@guard
+def batch(
+    users_file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="USERS.yaml", help="The user list (see docs/reference/users-yaml.md)."
+        ),
+    ],
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output folder (default: the file's 'output', else ./profiles).",
+            show_default=False,
+        ),
+    ] = None,
+    jobs: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--jobs",
+            "-j",
+            metavar="N",
+            min=1,
+            help=(
+                "Processes that plan and write, this one included (default: as many as the "
+                "work is worth, up to the number of CPUs)."
             ),
-        ],
-        output: Annotated[
-            Optional[Path],  # noqa: UP045
-            typer.Option(
-                "--output",
-                "-o",
-                help="Output folder (default: the file's 'output', else ./profiles).",
-                show_default=False,
-            ),
-        ] = None,
-        jobs: Annotated[
-            Optional[int],  # noqa: UP045
-            typer.Option(
-                "--jobs",
-                "-j",
-                min=1,
-                help="Worker processes (default: number of CPUs).",
-                show_default=False,
-            ),
-        ] = None,
-        fail_fast: Annotated[
-            bool, typer.Option("--fail-fast", help="Stop at the first failed user.")
-        ] = False,
-        force: Annotated[
-            bool, typer.Option("--force", help="Rewrite every user, even unchanged ones.")
-        ] = False,
-        dry_run: Annotated[
-            bool, typer.Option("--dry-run", help="Validate and plan; write nothing.")
-        ] = False,
-        renew_within: Annotated[
-            Optional[int],  # noqa: UP045
-            typer.Option(
-                "--renew-within",
-                min=0,
-                help="Renew CA-issued certificates expiring within DAYS.",
-                show_default=False,
-            ),
-        ] = None,
-        quiet: Annotated[
-            bool, typer.Option("--quiet", "-q", help="Only the summary line and errors.")
-        ] = False,
-        json_output: JsonOpt = False,
-    ) -> None:
-        """Profiles for every user in a YAML list: validated first, parallel, idempotent.
+            show_default=False,
+        ),
+    ] = None,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop at the first failed user.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rewrite every user, even unchanged ones.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and plan; write nothing.")
+    ] = False,
+    renew_within: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--renew-within",
+            metavar="DAYS",
+            min=0,
+            help="Renew CA-issued certificates expiring within DAYS.",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only the summary line and errors.")
+    ] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Profiles for every user in a YAML list: validated first, parallel, idempotent.
 
-        Exit 0 when all users succeeded, 3 when some failed, 2 when the file is invalid, 4 when
-        the output cannot be written, 130 when interrupted (run it again to finish)."""
-        from toolkit.batch import BatchSettings, default_jobs, run_batch
-        from toolkit.batch.userlist import load_user_list
-        from toolkit.batch.worker import STATUSES
+    Exit 0 when all users succeeded, 3 when some failed, 2 when the file is invalid, 4 when
+    the output cannot be written, 130 when interrupted (run it again to finish)."""
+    from toolkit.batch import BatchSettings, run_batch
+    from toolkit.batch.userlist import load_user_list
+    from toolkit.batch.worker import STATUSES
 
-        try:
-            users = load_user_list(users_file)
-        except UserListError as exc:
-            for detail in exc.details:
-                err(detail)
-            raise
-        out = output or users.output or Path("profiles")
-        settings = BatchSettings(
-            package_path=users.package,
-            output=out,
-            roots=users.roots,
-            ca=users.ca,
-            warn_days=users.warn_days,
-            force=force,
-            dry_run=dry_run,
-            renew_within=renew_within,
-            sign=users.sign,
-            guide=users.guide,
-            environ={name: os.environ[name] for name in users.env_names() if name in os.environ},
-        )
-        show_progress = sys.stderr.isatty() and not quiet and not json_output
-        stop = threading.Event()  # set by SIGINT/SIGTERM while the batch runs
-        run = functools.partial(
-            run_batch,
-            users,
-            settings,
-            jobs=jobs or default_jobs(),
-            fail_fast=fail_fast,
-            should_stop=stop.is_set,
-        )
-        with _stop_on_signals(stop):
-            if show_progress:
-                from rich.progress import (
-                    BarColumn,
-                    MofNCompleteColumn,
-                    Progress,
-                    TextColumn,
-                    TimeElapsedColumn,
-                )
-
-                with Progress(
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    TextColumn("{task.description}"),
-                    transient=True,
-                    console=stderr_console(),
-                ) as progress:
-                    task = progress.add_task("", total=len(users.users))
-
-                    def advance(outcome: UserOutcome) -> None:
-                        if outcome.status == "failed":  # at once, above the bar
-                            progress.console.print(
-                                failure_line(outcome), markup=False, highlight=False, soft_wrap=True
-                            )
-                        progress.update(task, advance=1, description=outcome.name)
-
-                    def starting(name: str) -> None:  # with --jobs 1: the user being worked on
-                        progress.update(task, description=name)
-
-                    result = run(on_outcome=advance, on_start=starting)
-            elif json_output:
-                result = run()
-            else:
-
-                def report(outcome: UserOutcome) -> None:
-                    if outcome.status == "failed":
-                        err(failure_line(outcome))
-
-                result = run(on_outcome=report)
-        if json_output:
-            print_json(
-                {
-                    "schema_version": SCHEMA_VERSION,
-                    "command": "batch",
-                    "dry_run": dry_run,
-                    "output": str(out),
-                    "users": (o.to_json() for o in result.outcomes),  # one at a time
-                    "dropped": result.dropped,
-                    "counts": {s: result.count(s) for s in STATUSES},
-                }
+    try:
+        users = load_user_list(users_file)
+    except UserListError as exc:
+        for detail in exc.details:
+            err(detail)
+        raise
+    out = output or users.output or Path("profiles")
+    settings = BatchSettings(
+        package_path=users.package,
+        output=out,
+        roots=users.roots,
+        ca=users.ca,
+        warn_days=users.warn_days,
+        force=force,
+        dry_run=dry_run,
+        renew_within=renew_within,
+        sign=users.sign,
+        guide=users.guide,
+        environ={name: os.environ[name] for name in users.env_names() if name in os.environ},
+    )
+    show_progress = sys.stderr.isatty() and not quiet and not json_output
+    stop = threading.Event()  # set by SIGINT/SIGTERM while the batch runs
+    run = functools.partial(
+        run_batch,
+        users,
+        settings,
+        jobs=jobs,
+        fail_fast=fail_fast,
+        should_stop=stop.is_set,
+    )
+    with _stop_on_signals(stop):
+        if show_progress:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
             )
-        elif quiet:
-            typer.echo(count_line(result))
+
+            with Progress(
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                transient=True,
+                console=stderr_console(),
+            ) as progress:
+                task = progress.add_task("", total=len(users.users))
+
+                def advance(outcome: UserOutcome) -> None:
+                    if outcome.status == "failed":  # at once, above the bar
+                        progress.console.print(
+                            failure_line(outcome), markup=False, highlight=False, soft_wrap=True
+                        )
+                    progress.update(task, advance=1, description=outcome.name)
+
+                def starting(name: str) -> None:  # with --jobs 1: the user being worked on
+                    progress.update(task, description=name)
+
+                result = run(on_outcome=advance, on_start=starting)
+        elif json_output:
+            result = run()
         else:
-            _summary(result, out, dry_run=dry_run)
-        if result.interrupted:
-            err("interrupted: the users above marked skipped were not run; run again to finish")
-            raise typer.Exit(int(ExitCode.INTERRUPTED))
-        if result.failed or result.count("skipped"):
-            raise typer.Exit(int(ExitCode.PARTIAL))
 
-    @app.command()
-    def schema(
-        json_output: Annotated[
-            bool, typer.Option("--json", help="Accepted for symmetry: the output is JSON anyway.")
-        ] = False,
-    ) -> None:
-        """Print the JSON Schema of the batch user list (for editors)."""
-        from toolkit.batch.schema import json_schema
+            def report(outcome: UserOutcome) -> None:
+                if outcome.status == "failed":
+                    err(failure_line(outcome))
 
-        print_json(json_schema())
+            result = run(on_outcome=report)
+    if json_output:
+        print_json(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "command": "batch",
+                "dry_run": dry_run,
+                "output": str(out),
+                "users": (o.to_json() for o in result.outcomes),  # one at a time
+                "dropped": result.dropped,
+                "counts": {s: result.count(s) for s in STATUSES},
+            }
+        )
+    elif quiet:
+        typer.echo(count_line(result))
+    else:
+        _summary(result, out, dry_run=dry_run)
+    if result.interrupted:
+        err("interrupted: the users above marked skipped were not run; run again to finish")
+        raise typer.Exit(int(ExitCode.INTERRUPTED))
+    if result.failed or result.count("skipped"):
+        raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+@schema_app.command("schema")
+def schema(
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Accepted for symmetry: the output is JSON anyway.")
+    ] = False,
+) -> None:
+    """Print the JSON Schema of the batch user list (for editors)."""
+    from toolkit.batch.schema import json_schema
+
+    print_json(json_schema())

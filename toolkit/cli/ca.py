@@ -1,5 +1,5 @@
 """`ovpn-toolkit ca ...`: the certificate authority's command line (thin: the work is in
-``toolkit.ca``). The main CLI mounts it with ``app.add_typer(ca_app, name="ca")``."""
+``toolkit.ca``). The root group loads it on use (``toolkit.cli.commands``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from toolkit.cli.commands import PlainGroup
 from toolkit.cli.common import (
     PASSPHRASE_ENV_HELP,
     PASSPHRASE_FILE_HELP,
@@ -31,10 +32,10 @@ from toolkit.cli.constants import (
     RG_PLACEHOLDER,
 )
 from toolkit.errors import CredentialsError, UsageError
-from toolkit.passphrase import PassphraseSource
 
 if TYPE_CHECKING:
     from toolkit import ca
+    from toolkit.passphrase import PassphraseSource
 else:
 
     class _LazyCA:
@@ -55,9 +56,12 @@ def check_name(name: str, what: str) -> str:
 
 
 ca_app = typer.Typer(
+    name="ca",
+    cls=PlainGroup,
     help="A certificate authority for Azure P2S: create the root, issue per-user client "
     "certificates, list, revoke and renew them.",
     no_args_is_help=True,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
     add_completion=False,

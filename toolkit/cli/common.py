@@ -14,13 +14,15 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Optional, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Optional, ParamSpec, TypeVar
 
 import typer
 
 from toolkit.cli.constants import DEFAULT_TARGETS, TARGET_NAMES
 from toolkit.errors import ExitCode, ToolkitError, exit_code_for
-from toolkit.passphrase import PassphraseSource
+
+if TYPE_CHECKING:
+    from toolkit.passphrase import PassphraseSource
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -84,12 +86,16 @@ def _hidden_prompt(label: str) -> str:
 
 def passphrase_source(env: str | None, file: Path | None) -> PassphraseSource:
     """Env var or file when given; else a hidden prompt, but only when stdin is a terminal."""
+    from toolkit.passphrase import PassphraseSource
+
     prompt = _hidden_prompt if sys.stdin is not None and sys.stdin.isatty() else None
     return PassphraseSource(env=env, file=file, prompt=prompt, environ=os.environ)
 
 
 def plain_source(env: str | None, file: Path | None) -> PassphraseSource:
     """Env var or file, never a prompt (secrets the user chooses for the outputs)."""
+    from toolkit.passphrase import PassphraseSource
+
     return PassphraseSource(env=env, file=file, environ=os.environ)
 
 
@@ -129,12 +135,20 @@ PassFileOpt = Annotated[
         "--passphrase-file", metavar="FILE", help=PASSPHRASE_FILE_HELP, show_default=False
     ),
 ]
+
+
+def complete_target(incomplete: str) -> list[str]:
+    """Shell completion of target names (``-t io<Tab>``)."""
+    return [name for name in TARGET_NAMES if name.startswith(incomplete)]
+
+
 TargetOpt = Annotated[
     Optional[list[str]],  # noqa: UP045 - typer needs Optional for list options
     typer.Option(
         "--target",
         "-t",
         metavar="TARGET",
+        autocompletion=complete_target,
         help=f"Output target, repeatable: {', '.join(TARGET_NAMES)}. "
         f"Default: {' and '.join(DEFAULT_TARGETS)}.",
         show_default=False,

@@ -104,11 +104,33 @@ class Target(abc.ABC):
         if self.uses_profile:
             package.require_profile(self.name)
 
+    # True when adapt is adapt_package (the package's profile alone) then adapt_user: planning
+    # does the first once per package and the second per user (see plan._prepared)
+    splits_adapt: ClassVar[bool] = False
+
     @abc.abstractmethod
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         """Edit ``profile`` in place for this client; return edits and warnings.
 
         Raises ProfileError when the profile cannot work in this client at all."""
+
+    def adapt_package(self, profile: Profile) -> tuple[list[Edit], list[Finding]]:
+        """For a target with ``splits_adapt``: what :meth:`adapt` does that depends on the
+        package's profile alone (no user, no option), in place."""
+        raise NotImplementedError
+
+    def adapt_user(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
+        """For a target with ``splits_adapt``: the rest of :meth:`adapt`, for one user. It may
+        only add items (planning checks that, and that they hold no template variable)."""
+        return [], []
+
+    def adapt_in_two(
+        self, profile: Profile, ctx: TargetContext
+    ) -> tuple[list[Edit], list[Finding]]:
+        """:meth:`adapt` of a target with ``splits_adapt``: the package's part, then the user's."""
+        edits, warnings = self.adapt_package(profile)
+        user_edits, user_warnings = self.adapt_user(profile, ctx)
+        return [*edits, *user_edits], [*warnings, *user_warnings]
 
     @abc.abstractmethod
     def render(self, profile: Profile, ctx: TargetContext) -> list[PlannedFile]:
@@ -160,12 +182,15 @@ def pkcs12_password(ctx: TargetContext, stem: str) -> tuple[bytes, list[PlannedF
 def bundle_identifier(gateway_id: str, name: str) -> str:
     """A reverse-DNS identifier stable per gateway and user (only ``A-Z a-z 0-9 . -``): the
     same user re-issued replaces the installed profile instead of adding a second one."""
-
-    def slug(text: str) -> str:
-        return re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")[:40] or "x"
-
     digest = hashlib.sha256(f"{gateway_id}\0{name}".encode()).hexdigest()[:8]
-    return f"net.ovpn-toolkit.{slug(gateway_id)}.{slug(name)}-{digest}"
+    return f"net.ovpn-toolkit.{_slug(gateway_id)}.{_slug(name)}-{digest}"
+
+
+_NOT_SLUG = re.compile(r"[^A-Za-z0-9-]+")
+
+
+def _slug(text: str) -> str:
+    return _NOT_SLUG.sub("-", text).strip("-")[:40] or "x"
 
 
 def stable_uuid(*parts: str) -> str:

@@ -80,15 +80,35 @@ def _size_problems(data: bytes, origins: list[int] | None = None) -> list[tuple[
     return problems
 
 
-def _raise_for_size(profile: Profile) -> None:
-    """ProfileError when OpenVPN Connect would refuse the profile for its size or a line."""
+_WINDOW = MAX_LINE_BYTES // 2
+
+
+def _within_limits(data: bytes) -> bool:
+    """No problem for :func:`_size_problems` (the common case, found without a line loop).
+
+    When every aligned window of 256 bytes holds a newline, no line can reach 512 bytes (a
+    run of 511 bytes covers a whole window); only otherwise are the lines measured."""
+    if len(data) > MAX_PROFILE_BYTES:
+        return False
+    find = data.find
+    if all(find(b"\n", start, start + _WINDOW) >= 0 for start in range(0, len(data), _WINDOW)):
+        return True
+    return max(map(len, data.split(b"\n"))) <= MAX_LINE_BYTES
+
+
+def _raise_for_size(profile: Profile, data: bytes | None = None) -> None:
+    """ProfileError when OpenVPN Connect would refuse the profile for its size or a line;
+    ``data``: the profile's bytes, when the caller has them."""
+    data = profile.to_bytes() if data is None else data
+    if _within_limits(data):
+        return
     # report lines of Azure's file (the output is not written when this fails)
     origins = [
         item.line + offset if item.line else 0
         for item in profile.items
         for offset in range(len(item.raw_lines))
     ]
-    problems = _size_problems(profile.to_bytes(), origins)
+    problems = _size_problems(data, origins)
     if problems:
         raise ProfileError(
             f"{profile.source}: {problems[0][1]}",
@@ -104,8 +124,12 @@ class IOSTarget(Target):
     # without <key>, OpenVPN Connect asks for an identity from its keychain (external PKI)
     missing_key: ClassVar[Literal["error", "warning"] | None] = "warning"
     file_label = "iphone"
+    splits_adapt = True  # only the name header depends on the user
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
+        return self.adapt_in_two(profile, ctx)
+
+    def adapt_package(self, profile: Profile) -> tuple[list[Edit], list[Finding]]:
         unfixable = _unfixable(profile)
         if unfixable:
             d, why = unfixable[0]
@@ -165,6 +189,11 @@ class IOSTarget(Target):
                         "replaced by the display name below",
                     )
                 )
+        return edits, []
+
+    def adapt_user(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
+        """The name OpenVPN Connect shows, added on top; then the size limits."""
+        edits: list[Edit] = []
         header = [
             Comment(0, f"# OVPN_ACCESS_SERVER_PROFILE={ctx.display_name}"),
             Directive.new("setenv", "FRIENDLY_NAME", ctx.display_name),
@@ -188,8 +217,9 @@ class IOSTarget(Target):
         return edits, []
 
     def render(self, profile: Profile, ctx: TargetContext) -> list[PlannedFile]:
-        _raise_for_size(profile)
-        return [PlannedFile(f"{self.name}/{self.file_stem(ctx)}.ovpn", profile.to_bytes())]
+        data = profile.to_bytes()
+        _raise_for_size(profile, data)
+        return [PlannedFile(f"{self.name}/{self.file_stem(ctx)}.ovpn", data)]
 
     def next_step(self, file_to_send: Path) -> str:
         return (

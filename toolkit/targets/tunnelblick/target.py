@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
-import zipfile
 from pathlib import Path
 
 from toolkit.errors import ProfileError
@@ -20,6 +18,7 @@ from toolkit.targets.base import (
     remove_directives,
     require_credentials,
 )
+from toolkit.targets.tunnelblick.archive import bundle_zip
 from toolkit.targets.tunnelblick.options import (
     TUNNELBLICK_FORBIDDEN,
     TUNNELBLICK_UNSAFE,
@@ -28,7 +27,6 @@ from toolkit.targets.tunnelblick.options import (
 from toolkit.templating import render
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
-ZIP_DATE = (2000, 1, 1, 0, 0, 0)  # fixed: the same inputs give the same zip
 
 
 def _config_problems(data: bytes) -> list[str]:
@@ -39,9 +37,10 @@ def _config_problems(data: bytes) -> list[str]:
         problems.append("config contains NUL bytes")
     if data.lstrip().startswith(b"{"):
         problems.append("config starts with '{' (Tunnelblick takes it for a .plist)")
-    for number, line in enumerate(data.split(b"\n"), 1):
-        if line.rstrip(b"\r").endswith(b"\\"):
-            problems.append(f"line {number} ends in a backslash, which Tunnelblick refuses")
+    if b"\\" in data:  # rare: only then look at each line
+        for number, line in enumerate(data.split(b"\n"), 1):
+            if line.rstrip(b"\r").endswith(b"\\"):
+                problems.append(f"line {number} ends in a backslash, which Tunnelblick refuses")
     return problems
 
 
@@ -51,30 +50,18 @@ def bundle_version(issued: dt.datetime) -> str:
     return issued.astimezone(dt.UTC).strftime("%Y%m%d.%H%M%S")
 
 
-def _zip(entries: list[tuple[str, bytes | None]]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in entries:
-            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
-            info.create_system = 3  # unix, so the modes below are honoured
-            if data is None:
-                info.external_attr = (0o40700 << 16) | 0x10
-                archive.writestr(info, b"")
-            else:
-                info.external_attr = 0o100600 << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, data)
-    return buffer.getvalue()
-
-
 class TunnelblickTarget(Target):
     name = "tunnelblick"
     title = "Tunnelblick (macOS)"
     platform = "Mac"
     # Tunnelblick shows a configuration under its bundle's name: "alice-mac"
     file_label = "mac"
+    splits_adapt = True  # nothing of adapt depends on the user
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
+        return self.adapt_in_two(profile, ctx)
+
+    def adapt_package(self, profile: Profile) -> tuple[list[Edit], list[Finding]]:
         refs = file_references(profile)
         if refs:
             d = refs[0]
@@ -134,7 +121,7 @@ class TunnelblickTarget(Target):
             ),
         ).encode("utf-8")
         bundle = f"{self.file_stem(ctx)}.tblk"
-        zipped = _zip(
+        zipped = bundle_zip(
             [
                 (f"{bundle}/", None),
                 (f"{bundle}/Contents/", None),
