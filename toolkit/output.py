@@ -550,6 +550,15 @@ def make_durable(anchor: Path, paths: Sequence[Path], *, group: bool = False) ->
     sync(paths)
 
 
+def sync_all(anchor: Path) -> None:
+    """Make everything written on the file system of ``anchor`` durable (the end of a batch)."""
+    try:
+        if not _syncfs(anchor):
+            sync([anchor, *(p for p in anchor.iterdir() if p.is_dir())])
+    except OSError as exc:
+        raise _cannot_write(anchor, exc) from exc
+
+
 def fsync_dir(path: Path) -> None:
     """Make renames and creations in ``path`` durable (a no-op where folders cannot be synced)."""
     try:
@@ -602,7 +611,12 @@ class StagedWrite:
     removes ``OUTPUT/.staging-*`` at its start) is staged whole as
     ``OUTPUT/.staging-<token>/<name>`` and swapped in by one rename; otherwise the staging folder
     is ``OUTPUT/<name>/.staging-<token>`` and each target folder is swapped (see the module
-    docstring). :meth:`discard` removes whatever was staged and not committed."""
+    docstring). :meth:`discard` removes whatever was staged and not committed.
+
+    With ``group=True`` the renames of whole new users are not made durable by :meth:`commit`
+    (their files are, before the rename): the caller calls :func:`sync_all` once before it
+    reports any of them written. Until then a crash can only lose a rename, which the batch's
+    journal and digests detect (the user is written again)."""
 
     def __init__(self, output_dir: Path, *, group: bool = False) -> None:
         self.output_dir = output_dir
@@ -688,8 +702,11 @@ class StagedWrite:
             self.discard()
             raise
         try:
-            dirs = [self.output_dir] if any(i.fresh or i.created for i in swapped) else []
-            make_durable(self.output_dir, [*dirs, *(i.user_dir for i in swapped if not i.fresh)])
+            # the renames: made durable before earlier versions are removed; a group of new
+            # users only (nothing removed) leaves it to the caller's final sync_all
+            replaced = [i.user_dir for i in swapped if not i.fresh]
+            if replaced or not self.group:
+                make_durable(self.output_dir, [self.output_dir, *replaced], group=self.group)
         except OSError as exc:
             failure = failure or _write_failed(self.output_dir, exc)
         self.committed = [item.name for item in swapped]
@@ -820,6 +837,7 @@ __all__ = [
     "remove_file",
     "remove_tree",
     "sync",
+    "sync_all",
     "sync_file",
     "write_all",
     "write_if_changed",

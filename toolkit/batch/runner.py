@@ -33,7 +33,14 @@ from toolkit.batch.worker import (
 )
 from toolkit.credentials import load_roots
 from toolkit.errors import ToolkitError, UserListError, WriteError
-from toolkit.output import STAGING_PREFIX, folder_lock, recover_user, remove_file, remove_tree
+from toolkit.output import (
+    STAGING_PREFIX,
+    folder_lock,
+    recover_user,
+    remove_file,
+    remove_tree,
+    sync_all,
+)
 from toolkit.package import check_output_location
 from toolkit.passphrase import PassphraseSource
 
@@ -281,8 +288,8 @@ class _Run:
         order = [u.name for u in self.users]
         if not settings.dry_run:
             try:
-                if worked:
-                    journal.sync(settings.output)  # the last done lines
+                if worked:  # the last renames and done lines, before anyone is reported
+                    sync_all(settings.output)
                 if not self.interrupted and self.fatal is None:
                     journal.compact(settings.output, final, order)
                 written = write_manifest(
