@@ -336,3 +336,45 @@ def test_unchanged_outcome_needs_the_same_inputs_and_files(team12: Path) -> None
     (out / user.name / "ios" / f"{user.name}-iphone.ovpn").write_text("edited\n")
     assert worker.unchanged_outcome(user, settings, previous) is None
     state.close()
+
+
+def test_a_chunk_issues_its_users_certificates_as_one_group(
+    tmp_path: Path, gateway: SampleGateway
+) -> None:
+    from toolkit import ca
+    from toolkit.batch.userlist import CASettings, UserEntry
+
+    ca_dir = tmp_path / "pki"
+    ca.init_ca(ca_dir, "Chunk Test Root", passphrase=b"chunk pass")
+    (tmp_path / "VNet1GW.zip").write_bytes(gateway.zip_bytes())
+    settings = BatchSettings(
+        package_path=tmp_path / "VNet1GW.zip",
+        output=tmp_path / "out",
+        ca=CASettings(ca_dir, passphrase_env="CHUNK_CA"),
+        environ={"CHUNK_CA": "chunk pass"},
+    )
+    users = [UserEntry(name, line=1, email=f"{name}@contoso.example") for name in ("ann", "ben")]
+    calls: list[int] = []
+    real = ca.CertificateAuthority.issue_many
+
+    def counting(self: Any, requests: Any, **kwargs: Any) -> Any:
+        calls.append(len(requests))
+        return real(self, requests, **kwargs)
+
+    worker.clear_caches()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ca.CertificateAuthority, "issue_many", counting)
+        chunk = worker.ChunkTask(settings, tuple((u, None, {}) for u in users))
+        outcomes = worker.process_chunk(chunk)
+    assert [(o.name, o.status, o.issued) for o in outcomes] == [
+        ("ann", "written", "issued"),
+        ("ben", "written", "issued"),
+    ]
+    assert calls == [2]  # one group, one CA commit
+    entries = ca.read_ledger(ca_dir)
+    assert sorted(e.name for e in entries) == ["ann", "ben"]
+    assert len({e.serial for e in entries}) == 2
+    # the next chunk finds them in the ledger: nothing is issued twice
+    again = worker.process_chunk(worker.ChunkTask(settings, tuple((u, None, {}) for u in users)))
+    assert [o.issued for o in again] == [None, None]
+    assert len(ca.read_ledger(ca_dir)) == 2

@@ -326,11 +326,14 @@ def _issue_args(user: UserEntry) -> list[str]:
     return args
 
 
-def _ca_credentials(
+Issued = tuple[Literal["issued", "renewed"], Any]  # the action, an IssueResult or ToolkitError
+
+
+def _ca_decision(
     user: UserEntry, settings: BatchSettings
-) -> tuple[Path, Path, str | None, list[dict[str, str]]]:
-    """Cert and key from the CA's ledger; issue (or renew near expiry) when needed. The last
-    item lists the certificates a renewal superseded (Azure accepts them until they expire)."""
+) -> tuple[Literal["issued", "renewed"] | None, LedgerEntry | None]:
+    """Whether ``user`` needs a certificate issued (or renewed), from the CA's ledger, and the
+    current entry. Raises for a user the batch must not issue for."""
     from toolkit import ca  # local: only batch users with a CA need it
     from toolkit.ca.rules import check_email
 
@@ -352,48 +355,112 @@ def _ca_credentials(
                 hint=f"remove '{user.name}' from the user list, or issue deliberately: "
                 + _ca_command(settings, "issue", *_issue_args(user)),
             )
-    if action is not None:
+    return action, current
+
+
+def _authority(settings: BatchSettings) -> Any:
+    """The opened CA (toolkit.ca.CertificateAuthority): its key decrypted once per process."""
+    from toolkit import ca
+
+    assert settings.ca is not None  # noqa: S101
+    authority = _AUTHORITIES.get(settings.ca.dir)
+    if authority is None:
+        authority = ca.open_ca(
+            settings.ca.dir,
+            PassphraseSource(
+                settings.ca.passphrase_env, settings.ca.passphrase_file, environ=settings.environ
+            ),
+        )
+        _AUTHORITIES[settings.ca.dir] = authority
+    return authority
+
+
+def _issue_chunk(chunk: ChunkTask) -> dict[str, Issued]:
+    """The certificates a chunk's users need, issued as one group (one CA lock, one write
+    round, one ledger append: ``CertificateAuthority.issue_many``), by case-folded name. Users
+    whose checks fail are left out: their own turn reports it."""
+    from toolkit.ca import IssueRequest
+
+    settings = chunk.settings
+    if settings.ca is None or settings.dry_run:
+        return {}
+    wanted: list[tuple[UserEntry, Literal["issued", "renewed"]]] = []
+    for user, _previous, _owned in chunk.users:
+        if not user.issued_from_ca:
+            continue
+        try:
+            action, _current = _ca_decision(user, settings)
+        except ToolkitError:
+            continue
+        if action is not None:
+            wanted.append((user, action))
+    if len(wanted) < 2:
+        return {}  # one user: issued in its own turn, as before
+    try:
+        authority = _authority(settings)
+    except ToolkitError:
+        return {}  # a wrong passphrase: every user's own turn reports it
+    requests = [
+        IssueRequest(user.name, email=user.email, days=user.days, key_type=user.key_type)
+        if action == "issued"
+        else IssueRequest(user.name, days=user.days, renew=True)
+        for user, action in wanted
+    ]
+    try:
+        results: list[Any] = authority.issue_many(requests)
+    except ToolkitError as exc:  # the group's write failed: nothing of it recorded
+        results = [exc] * len(requests)
+    return {
+        user.name.casefold(): (action, result)
+        for (user, action), result in zip(wanted, results, strict=True)
+    }
+
+
+def _ca_credentials(
+    user: UserEntry, settings: BatchSettings, issued: dict[str, Issued] | None = None
+) -> tuple[Path, Path, str | None, list[dict[str, str]]]:
+    """Cert and key from the CA's ledger; issue (or renew near expiry) when needed. The last
+    item lists the certificates a renewal superseded (Azure accepts them until they expire).
+    ``issued``: what :func:`_issue_chunk` issued for the chunk (taken from it, not again)."""
+    assert settings.ca is not None  # noqa: S101 - validated before any work
+    ca_dir = settings.ca.dir
+    early = issued.pop(user.name.casefold(), None) if issued else None
+    action: Literal["issued", "renewed"] | None
+    if early is not None:
+        action, result = early
+        if isinstance(result, ToolkitError):
+            raise result
+    else:
+        action, current = _ca_decision(user, settings)
+        if action is None:
+            assert current is not None  # noqa: S101
+            cert, key = _ledger_files(current, ca_dir)
+            if cert is None or key is None:
+                raise CAError(
+                    f"{ca_dir}: the ledger names files for '{user.name}' that are missing",
+                    hint="restore them, or revoke and reissue: "
+                    + _ca_command(settings, "renew", user.name),
+                )
+            return cert, key, None, []
         if settings.dry_run:
             raise _DryRunIssue(action)
-        authority = _AUTHORITIES.get(ca_dir)
-        if authority is None:  # decrypting the CA key is slow: once per worker process
-            authority = ca.open_ca(
-                ca_dir,
-                PassphraseSource(
-                    settings.ca.passphrase_env,
-                    settings.ca.passphrase_file,
-                    environ=settings.environ,
-                ),
-            )
-            _AUTHORITIES[ca_dir] = authority
+        authority = _authority(settings)
         if action == "issued":
             result = authority.issue(
-                user.name,
-                email=user.email,
-                days=user.days,
-                key_type=user.key_type,
+                user.name, email=user.email, days=user.days, key_type=user.key_type
             )
         else:
             result = authority.renew(user.name, days=user.days)
-        superseded = [
-            {
-                "name": old.name,
-                "thumbprint_sha1": old.thumbprint_sha1,
-                "not_after": old.not_after.isoformat(),
-                "revoke": _ca_command(settings, "revoke", old.thumbprint_sha1),
-            }
-            for old in result.superseded
-        ]
-        return result.cert_path, result.key_path, action, superseded
-    assert current is not None  # noqa: S101
-    cert, key = _ledger_files(current, ca_dir)
-    if cert is None or key is None:
-        raise CAError(
-            f"{ca_dir}: the ledger names files for '{user.name}' that are missing",
-            hint="restore them, or revoke and reissue: "
-            + _ca_command(settings, "renew", user.name),
-        )
-    return cert, key, None, []
+    superseded = [
+        {
+            "name": old.name,
+            "thumbprint_sha1": old.thumbprint_sha1,
+            "not_after": old.not_after.isoformat(),
+            "revoke": _ca_command(settings, "revoke", old.thumbprint_sha1),
+        }
+        for old in result.superseded
+    ]
+    return result.cert_path, result.key_path, action, superseded
 
 
 def _ledger_files(entry: LedgerEntry, ca_dir: Path) -> tuple[Path | None, Path | None]:
@@ -485,12 +552,13 @@ def process_chunk(
     staged: list[tuple[UserTask, UserOutcome, Any]] = []
     writer = StagedWrite(settings.output, group=True)
     try:
+        group = _issue_chunk(chunk)  # the chunk's new certificates: one CA commit
         for task in chunk.tasks():
             if stop is not None and stop():
                 break
             if on_start is not None:
                 on_start(task.user.name)
-            outcome, prepared = _prepare(task)
+            outcome, prepared = _prepare(task, group)
             outcomes.append(outcome)
             if prepared is None:
                 continue
@@ -561,7 +629,7 @@ def _failed(outcome: UserOutcome, exc: ToolkitError) -> None:
     outcome.fatal = isinstance(exc, WriteError)
 
 
-def _prepare(task: UserTask) -> tuple[UserOutcome, Any]:
+def _prepare(task: UserTask, group: dict[str, Issued] | None = None) -> tuple[UserOutcome, Any]:
     """Issue (if needed), validate and plan one user: its outcome, and the plan to write (None
     when there is nothing to write: failed, or a dry run)."""
     user, settings = task.user, task.settings
@@ -575,7 +643,7 @@ def _prepare(task: UserTask) -> tuple[UserOutcome, Any]:
         key: Path | None
         pfx: Path | None
         if user.issued_from_ca:
-            cert, key, issued, superseded = _ca_credentials(user, settings)
+            cert, key, issued, superseded = _ca_credentials(user, settings, group)
             outcome.superseded = superseded
             source = PassphraseSource()
             pfx = None
