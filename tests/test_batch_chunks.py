@@ -164,6 +164,8 @@ def test_the_journal_records_every_user_once_per_write_and_compacts(team12: Path
     run(team12, jobs=2)
     out = team12.parent / "out"
     events = [json.loads(line) for line in (out / "journal.jsonl").read_bytes().splitlines()]
+    assert events[-1]["event"] == "manifest"  # what the manifest was made from, last
+    events = events[:-1]
     assert sorted(e["name"] for e in events) == [f"user{i:03d}" for i in range(12)]
     assert {e["event"] for e in events} == {"done"}  # compacted: the begins are gone
     state = journal.read_journal(out)
@@ -378,3 +380,22 @@ def test_a_chunk_issues_its_users_certificates_as_one_group(
     again = worker.process_chunk(worker.ChunkTask(settings, tuple((u, None, {}) for u in users)))
     assert [o.issued for o in again] == [None, None]
     assert len(ca.read_ledger(ca_dir)) == 2
+
+
+def test_an_unchanged_rerun_keeps_the_manifest_and_mends_an_edited_one(team12: Path) -> None:
+    run(team12)
+    out = team12.parent / "out"
+    manifest = out / "manifest.json"
+    before = manifest.stat()
+    again = run(team12)
+    assert again.count("unchanged") == 12 and again.manifest_written is False
+    assert (manifest.stat().st_ino, manifest.stat().st_mtime_ns) == (
+        before.st_ino,
+        before.st_mtime_ns,
+    )
+    good = manifest.read_bytes()
+    manifest.write_bytes(good.replace(b'"user003"', b'"someone"'))  # edited by hand
+    assert run(team12).manifest_written is True
+    assert manifest.read_bytes() == good
+    (out / "manifest.csv").unlink()
+    assert run(team12).manifest_written is True and (out / "manifest.csv").is_file()

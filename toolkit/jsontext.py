@@ -39,6 +39,8 @@ def write_indented(document: Any, write: Callable[[str], object]) -> None:
                 append(_escape(key))
                 if type(value) is str:  # most values: no call
                     append(": " + _escape(value))
+                elif value is None or type(value) is bool or type(value) is int:
+                    append(": " + ("null" if value is None else json.dumps(value)))
                 else:
                     append(": ")
                     emit(value, inner)

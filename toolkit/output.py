@@ -578,11 +578,12 @@ def recover_user(output_dir: Path, name: str) -> list[str]:
     replacement is missing, else it goes. Returns what was done, one line each."""
     user_dir = output_dir / name
     done: list[str] = []
-    try:
-        names = (STAGING_PREFIX, OLD_PREFIX)
-        leftovers = sorted(p for p in user_dir.iterdir() if p.name.startswith(names))
+    try:  # plain names first: a batch asks this for every user, nearly always for nothing
+        marks = (STAGING_PREFIX, OLD_PREFIX)
+        found = [n for n in os.listdir(user_dir) if n.startswith(marks)]
     except OSError:
         return done
+    leftovers = sorted(user_dir / n for n in found)
     for path in leftovers:
         if path.name.startswith(OLD_PREFIX):
             folder = path.name[len(OLD_PREFIX) :].rsplit("-", 1)[0]

@@ -22,6 +22,10 @@ together with the files it names. A ``done`` line may become durable later (with
 group, or at the end of the run): if it is lost, the ``begin`` still proves the files ours and
 the next run rewrites that user.
 
+A ``{"event": "manifest", "source": ..., "json": ..., "csv": ...}`` line records what the
+manifest was last made from (the digest of the users' lines) and the digests of the two files,
+so an unchanged re-run need not rebuild it to find it unchanged.
+
 Memory: :class:`JournalState` keeps only where each user's lines are in the file (offsets), and
 parses a line when it is asked for, so 10 000 users cost a few hundred kilobytes here.
 """
@@ -29,6 +33,7 @@ parses a line when it is asked for, so 10 000 users cost a few hundred kilobytes
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -63,6 +68,7 @@ class JournalState:
         self._users: dict[str, _UserLines] = {}
         self._memory: list[bytes] = []  # lines given by apply(): negative offsets -1, -2, ...
         self._fd: int | None = None  # the journal, opened at the first read
+        self._manifest: tuple[int, int] | None = None  # the last "manifest" line
 
     # --- building ----------------------------------------------------------------------------
     def _add(self, name: str, event: str, span: tuple[int, int]) -> None:
@@ -140,6 +146,20 @@ class JournalState:
                     known.setdefault(path[len(prefix) :], set()).add(str(entry.get("sha256")))
         return {path: sorted(digests) for path, digests in known.items()}
 
+    def manifest_event(self) -> dict[str, Any] | None:
+        """The last ``manifest`` line: what the manifest was last made from (see
+        :func:`toolkit.batch.manifest.manifest_is_current`)."""
+        return self._read(self._manifest) if self._manifest is not None else None
+
+    def source_digest(self, names: list[str]) -> str:
+        """SHA-256 over the lines compaction keeps for ``names``, in that order (no parsing)."""
+        digest = hashlib.sha256()
+        for name in names:
+            digest.update(name.encode() + b"\0")
+            for line in self.kept_lines(name):
+                digest.update(line)
+        return digest.hexdigest()
+
     def kept_lines(self, name: str) -> Iterator[bytes]:
         """The lines compaction keeps for ``name``: its last ``done`` and the ``begin`` after."""
         lines = self._users.get(name)
@@ -172,6 +192,9 @@ def read_journal(output: Path) -> JournalState | None:
         with open(path, "rb") as handle:
             for offset, length, event in _events(handle):
                 name, kind = event.get("name"), event.get("event")
+                if kind == "manifest":
+                    state._manifest = (offset, length)
+                    continue
                 if not isinstance(name, str) or kind not in ("begin", "done"):
                     continue
                 if kind == "done" and not isinstance(event.get("record"), dict):
@@ -214,6 +237,8 @@ def compact(output: Path, state: JournalState, names: list[str]) -> None:
         for name in names:
             for line in state.kept_lines(name):
                 pending.write(line)
+        if state._manifest is not None:  # kept last: what the manifest was made from
+            pending.write(state._raw(state._manifest) + b"\n")
     except BaseException:
         pending.abort()
         raise

@@ -9,6 +9,7 @@ of an older version that have no journal yet.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Iterable, Iterator
@@ -76,6 +77,40 @@ def _csv_row(user: dict[str, Any]) -> list[str]:
         " ".join(f"{f['path']}:{f['sha256']}" for f in user.get("files", [])),
         " ".join(s["path"] for s in user.get("send", [])),
     ]
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def manifest_source(settings: BatchSettings, users_digest: str) -> str:
+    """What the manifest is made from when every user is unchanged: the users' journal lines
+    (``users_digest``), the package path and the tool version."""
+    text = f"{users_digest}\0{settings.package_path}\0{__version__}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def manifest_is_current(output: Path, source: str, event: dict[str, Any] | None) -> bool:
+    """True when the manifest was made from ``source`` and both files are as it wrote them."""
+    return (
+        event is not None
+        and event.get("source") == source
+        and event.get("json") == _file_sha256(output / "manifest.json")
+        and event.get("csv") == _file_sha256(output / "manifest.csv")
+    )
+
+
+def manifest_event(output: Path, source: str) -> dict[str, Any]:
+    """The journal line recording the manifest just written (made from ``source``)."""
+    return {
+        "event": "manifest",
+        "source": source,
+        "json": _file_sha256(output / "manifest.json"),
+        "csv": _file_sha256(output / "manifest.csv"),
+    }
 
 
 def write_manifest(

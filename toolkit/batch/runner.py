@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.batch import journal, worker
-from toolkit.batch.manifest import manifest_record, read_manifest, write_manifest
+from toolkit.batch.manifest import (
+    manifest_event,
+    manifest_is_current,
+    manifest_record,
+    manifest_source,
+    read_manifest,
+    write_manifest,
+)
 from toolkit.batch.outcomes import OutcomeLog
 from toolkit.batch.userlist import UserList
 from toolkit.batch.worker import (
@@ -290,13 +297,26 @@ class _Run:
             try:
                 if worked:  # the last renames and done lines, before anyone is reported
                     sync_all(settings.output)
-                if not self.interrupted and self.fatal is None:
+                complete = not self.interrupted and self.fatal is None
+                if complete:
                     journal.compact(settings.output, final, order)
-                written = write_manifest(
-                    settings.output,
-                    settings,
-                    (manifest_record(o, final.record(o.name)) for o in self.log),
-                )
+                # every user unchanged and the manifest made from these very lines: as it is
+                unchanged = self.log.counts["unchanged"] == len(self.users)
+                source = manifest_source(settings, final.source_digest(order))
+                if not (complete and unchanged) or not manifest_is_current(
+                    settings.output, source, final.manifest_event()
+                ):
+                    written = write_manifest(
+                        settings.output,
+                        settings,
+                        (manifest_record(o, final.record(o.name)) for o in self.log),
+                    )
+                    # made from the journal alone (no failed, planned or skipped user): recorded
+                    done = self.log.counts["written"] + self.log.counts["unchanged"]
+                    if complete and done == len(self.users):
+                        journal.append(
+                            settings.output, manifest_event(settings.output, source), durable=False
+                        )
             except WriteError:
                 if self.fatal is None:
                     raise
