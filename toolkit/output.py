@@ -211,6 +211,12 @@ class PendingFile:
             self._tmp = None
 
 
+def scratch_file(prefix: str) -> BinaryIO:
+    """An unlinked temporary file (0600, gone when closed or at exit) for data a run keeps on
+    disk instead of in memory; never an output."""
+    return tempfile.TemporaryFile(prefix=prefix)
+
+
 def write_all(files: Sequence[tuple[Path, bytes, int]]) -> None:
     """Write every file, or none: files created here are removed again if one write fails.
 
@@ -387,12 +393,17 @@ def existing_outputs(output_dir: Path, name: str, files: Sequence[PlannedFile]) 
     return found
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read with os-level reads (a batch hashes many); OSError
+    when it cannot be read."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
 
 
 def is_owned(user_dir: Path, path: Path, owned: Owned) -> bool:
@@ -405,7 +416,7 @@ def is_owned(user_dir: Path, path: Path, owned: Owned) -> bool:
                 return False
             if item.is_file():
                 rel = item.relative_to(user_dir).as_posix()
-                if _sha256(item) not in owned.get(rel, ()):
+                if file_sha256(item) not in owned.get(rel, ()):
                     return False
     except OSError:
         return False
@@ -829,6 +840,7 @@ __all__ = [
     "ensure_private_dir",
     "exclusive_lock",
     "existing_outputs",
+    "file_sha256",
     "folder_lock",
     "fsync_dir",
     "is_owned",
@@ -837,6 +849,7 @@ __all__ = [
     "recover_user",
     "remove_file",
     "remove_tree",
+    "scratch_file",
     "sync",
     "sync_all",
     "sync_file",

@@ -19,7 +19,7 @@ from typing import Any
 from toolkit import __version__
 from toolkit.batch.worker import BatchSettings, UserOutcome
 from toolkit.jsontext import write_indented
-from toolkit.output import PendingFile
+from toolkit.output import PendingFile, file_sha256
 
 MANIFEST_SCHEMA_VERSION = 1
 
@@ -81,9 +81,9 @@ def _csv_row(user: dict[str, Any]) -> list[str]:
 
 def _file_sha256(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
-        return None
+        return None  # missing: never the digest recorded
 
 
 def manifest_source(settings: BatchSettings, users_digest: str) -> str:

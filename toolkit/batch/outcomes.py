@@ -11,19 +11,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import overload
 
 from toolkit.batch.worker import Status, UserOutcome, outcome_fields
+from toolkit.output import scratch_file
 
 
 class OutcomeLog(Sequence[UserOutcome]):
     """``count`` outcomes by position in the user list; :meth:`put` once per position."""
 
     def __init__(self, count: int) -> None:
-        self._file = tempfile.TemporaryFile(prefix="ovpn-toolkit-outcomes-")  # noqa: SIM115
+        self._file = scratch_file("ovpn-toolkit-outcomes-")
         self._end = 0
         self._spans: list[tuple[int, int] | None] = [None] * count
         self._status: list[Status | None] = [None] * count

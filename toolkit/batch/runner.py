@@ -1,13 +1,15 @@
 """`batch`: profiles for a whole team from one validated user list.
 
-The main process validates everything (:func:`preflight`), then hands one small task per user
-to worker processes (key generation and signing are CPU-bound) through a bounded window, and
-writes the manifest at the end (:mod:`toolkit.batch.manifest`) from the journal the workers
-append to (:mod:`toolkit.batch.journal`). One batch at a time writes to an output folder.
+The main process validates everything (:func:`preflight`), decides which users are unchanged
+(no worker is started for them), then writes the rest in chunks, itself and in as many worker
+processes as the work is worth (:mod:`toolkit.batch.pool`), and writes the manifest at the end
+(:mod:`toolkit.batch.manifest`) from the journal every process appends to
+(:mod:`toolkit.batch.journal`). One batch at a time writes to an output folder.
 
 Interrupts: the CLI installs the signal handlers and passes ``should_stop``; workers ignore
 SIGINT (Ctrl-C reaches the whole process group) so no user's write is cut by it, and the
-main process stops them with SIGTERM, on which the user being written is rolled back.
+main process stops them with SIGTERM, on which the users being staged are discarded (a chunk
+being swapped in finishes first).
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ def run_batch(
 # An explicit --jobs N is obeyed (N - 1 workers whenever there are that many users to write).
 ISSUE_COST = 25
 WORKER_COST = 64
-MAX_CHUNK = 32  # users per chunk: one group commit (two rounds of syncfs) per chunk
+MAX_CHUNK = 32  # users per chunk: one group commit (one syncfs before its renames) per chunk
 
 
 def chunk_size(remaining: int, processes: int) -> int:
@@ -321,6 +323,7 @@ class _Run:
                 if self.fatal is None:
                     raise
         final.close()
+        state.close()
         if self.fatal is not None:
             raise WriteError(
                 self.fatal.reason or "the output folder cannot be written", hint=self.fatal.hint

@@ -1,14 +1,17 @@
-"""One user of a batch, in a worker process: issue (if needed), plan, write, report.
+"""A batch's users, a chunk at a time, in whichever process takes the chunk: issue (if
+needed), plan, stage, commit, report.
 
-Each worker loads, plans and writes that user's files itself and returns a small
-:class:`UserOutcome`, so memory stays flat however many users there are. One user's failure
-never touches another user's files. A user whose inputs are unchanged and whose files are
-intact is reported unchanged and not touched.
+Each user of a chunk is planned and staged on its own and reported as a small
+:class:`UserOutcome`, so memory stays flat however many users there are; one user's failure
+never touches another user's files. Before any of that the main process asks
+:func:`unchanged_outcome` for every user: one whose inputs and files are unchanged is reported
+unchanged and not touched.
 
-Crash safety (see :mod:`toolkit.batch.journal`): the worker first mends what an interrupted
-write left in the user's folder, appends a durable ``begin`` event naming the digests it is
-about to swap in, writes, then appends ``done``. Existing outputs are replaced only when their
-digests are ones the journal records for this user (or with ``--force``).
+Crash safety (see :mod:`toolkit.batch.journal`): staging mends what an interrupted write left
+in the user's folder; the chunk's ``begin`` events, naming the digests about to be swapped in,
+are made durable together with the staged files, then the users are swapped in and their
+``done`` events appended. Existing outputs are replaced only when their digests are ones the
+journal records for this user (or with ``--force``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from toolkit.batch.identity import SignSettings
 from toolkit.batch.userlist import CASettings, UserEntry
 from toolkit.credentials import load_certificates, read_input
 from toolkit.errors import CAError, ToolkitError, WriteError
-from toolkit.output import StagedWrite, check_writable, is_owned, remove_tree
+from toolkit.output import StagedWrite, check_writable, file_sha256, is_owned, remove_tree
 from toolkit.package import AzurePackage, load_package
 from toolkit.passphrase import PassphraseSource
 
@@ -241,18 +244,6 @@ def stat_key(path: str | Path) -> list[int] | None:
     return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
 
 
-def _file_sha256(path: str) -> str:
-    """The digest of a file's bytes (os-level reads: the re-run hashes every output)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        digest = hashlib.sha256()
-        while chunk := os.read(fd, 1 << 20):
-            digest.update(chunk)
-        return digest.hexdigest()
-    finally:
-        os.close(fd)
-
-
 def _intact(output: Path, record: dict[str, Any], stats: Mapping[str, Any] | None = None) -> bool:
     """Every file the record lists is there with the recorded content: hashed, unless its
     :func:`stat_key` is the one recorded right after it was written (``stats``, from the
@@ -265,7 +256,7 @@ def _intact(output: Path, record: dict[str, Any], stats: Mapping[str, Any] | Non
         if recorded is not None and recorded == stat_key(path):
             continue
         try:
-            if _file_sha256(path) != entry["sha256"]:
+            if file_sha256(path) != entry["sha256"]:
                 return False
         except OSError:
             return False
