@@ -91,6 +91,13 @@ def log(message: str) -> None:
 
 
 class Bench:
+    """Every measurement writes to its own folder under ``work``, removed only at the end:
+    on ext4 without a journal (this machine's root file system) the kernel skips inodes freed
+    in the last minutes when it allocates new ones (``recently_deleted()``, ext4 ialloc.c), one
+    buffer lookup per freed inode for every file created, so creating files just after removing
+    the previous run's 11 000 costs 5-20x more. Removing between runs would charge the next
+    measurement, whichever tool it is, for the one before."""
+
     def __init__(self, work: Path, sizes: Sizes, timeout: float) -> None:
         self.work = work
         self.sizes = sizes
@@ -240,7 +247,6 @@ class Bench:
                 if again is not None:
                     self.results.get("rerun").add(again.wall_seconds)
                     line += f", re-run {seconds(again.wall_seconds)}"
-            shutil.rmtree(output, ignore_errors=True)
             if compare:
                 manual = self.work / "out" / f"shell-{count}-{rep}"
                 shell = self.run(
@@ -255,7 +261,6 @@ class Bench:
                         line += f", shell loop {seconds(shell.wall_seconds)}"
                     else:
                         self.results.problems.append(f"{tag}: shell loop: {problem}")
-                shutil.rmtree(manual, ignore_errors=True)
             log(line)
 
     def issuance(self, made: inputs.Inputs) -> None:
@@ -303,8 +308,6 @@ class Bench:
                 if result is not None:
                     self.results.get("issuance").add(result.wall_seconds)
                     line += f" batch {seconds(result.wall_seconds)}"
-                shutil.rmtree(output, ignore_errors=True)
-            shutil.rmtree(ca_dir, ignore_errors=True)
             if easyrsa_found:
                 elapsed = self._easyrsa(tag, loop, rep, count)
                 if elapsed is not None:
@@ -318,30 +321,27 @@ class Bench:
         pki = self.work / "easyrsa" / f"pki-{rep}"
         env = {**self.env, **baselines.easyrsa_env(pki)}
         easyrsa = str(baselines.EASYRSA)
-        try:
-            for step in (["init-pki"], ["build-ca", "nopass"]):
-                if not self.run(
-                    f"{tag}: easyrsa {step[0]}", [easyrsa, *step], cwd=pki.parent, env=env
-                ).ok:
-                    return None
-            # build-client-full refuses an EASYRSA_REQ_CN ("does not support setting an
-            # external commonName"): the name on its command line is the CN.
-            env.pop("EASYRSA_REQ_CN")
-            result = self.run(
-                f"{tag}: easy-rsa loop",
-                ["bash", str(loop), easyrsa, str(count)],
-                cwd=pki.parent,
-                env=env,
-            )
-            if not result.ok:
+        for step in (["init-pki"], ["build-ca", "nopass"]):
+            if not self.run(
+                f"{tag}: easyrsa {step[0]}", [easyrsa, *step], cwd=pki.parent, env=env
+            ).ok:
                 return None
-            issued = len(list((pki / "issued").glob("*.crt")))
-            if issued != count:
-                self.results.problems.append(f"{tag}: easy-rsa issued {issued} of {count}")
-                return None
-            return result.wall_seconds
-        finally:
-            shutil.rmtree(pki, ignore_errors=True)
+        # build-client-full refuses an EASYRSA_REQ_CN ("does not support setting an
+        # external commonName"): the name on its command line is the CN.
+        env.pop("EASYRSA_REQ_CN")
+        result = self.run(
+            f"{tag}: easy-rsa loop",
+            ["bash", str(loop), easyrsa, str(count)],
+            cwd=pki.parent,
+            env=env,
+        )
+        if not result.ok:
+            return None
+        issued = len(list((pki / "issued").glob("*.crt")))
+        if issued != count:
+            self.results.problems.append(f"{tag}: easy-rsa issued {issued} of {count}")
+            return None
+        return result.wall_seconds
 
     def memory(self, made: inputs.Inputs) -> None:
         count = self.sizes.memory
@@ -358,7 +358,6 @@ class Bench:
             sample_memory=True,
             keep_timeout=True,
         )
-        shutil.rmtree(output, ignore_errors=True)
         if result is None or result.memory is None:
             return
         self.results.memory = MemoryRun(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -399,3 +400,40 @@ def test_an_unchanged_rerun_keeps_the_manifest_and_mends_an_edited_one(team12: P
     assert manifest.read_bytes() == good
     (out / "manifest.csv").unlink()
     assert run(team12).manifest_written is True and (out / "manifest.csv").is_file()
+
+
+# --- how workers start ---------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_forked_and_spawned_workers_write_the_same_batch(
+    team12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    """Forked (Linux, no other thread) and spawned workers (elsewhere) both write the batch;
+    a forked one uses the package and templates the main process loaded."""
+    monkeypatch.setattr(pool, "start_method", lambda: method)
+    pools = PoolCounter(monkeypatch)
+    result = run(team12, jobs=2)
+    assert result.count("written") == 12 and pools.started == [1]
+    out = team12.parent / "out"
+    private_tree(out)
+    assert not [p for p in out.iterdir() if p.name.startswith(".staging-")]
+    assert run(team12, jobs=2).count("unchanged") == 12
+
+
+def _start_method_in_a_fresh_process(code: str) -> str:
+    import subprocess
+    import sys
+
+    script = f"import threading, time\n{code}\nfrom toolkit.batch.pool import start_method\n"
+    script += "print(start_method())\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is chosen on Linux only")
+def test_workers_are_forked_unless_another_thread_runs() -> None:
+    assert _start_method_in_a_fresh_process("") == "fork"
+    thread = "threading.Thread(target=time.sleep, args=(5,), daemon=True).start()"
+    assert _start_method_in_a_fresh_process(thread) == "spawn"

@@ -1,4 +1,9 @@
-"""The worker processes of a batch: spawned with SIGINT ignored, stopped with SIGTERM.
+"""The worker processes of a batch: started with SIGINT ignored, stopped with SIGTERM.
+
+On Linux a worker is forked from the main process (when it runs no other thread): it starts at
+once, with the toolkit imported and the package, templates and opened CA it has already loaded.
+Elsewhere (macOS, where fork is unsafe for system frameworks, and Windows) or when the main
+process runs threads, a worker is spawned: a fresh interpreter that imports the toolkit.
 
 Imported only when a batch has enough users to write to start workers (an unchanged re-run
 imports neither this nor :mod:`multiprocessing`). The main process takes chunks too; chunk sizes
@@ -12,6 +17,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -28,31 +34,47 @@ WORKER_GRACE = 5.0  # seconds a stopped worker gets to roll back before SIGKILL
 PARENT_POLL = 0.5  # seconds between a worker's checks that its main process is alive
 
 
-class _Pool(cf.ProcessPoolExecutor):
-    """A process pool whose workers are born with SIGINT ignored.
+def start_method() -> str:
+    """``fork`` on Linux while this process runs no other thread (a thread holding a lock at
+    the fork would leave it locked forever in the child), else ``spawn``."""
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
 
-    A spawned worker imports the toolkit before its initializer runs; a Ctrl-C to the process
-    group in that moment would print a KeyboardInterrupt traceback from the worker. SIG_IGN,
-    unlike a Python handler, survives exec: the main process ignores SIGINT for the instant of
-    each spawn (a signal in those few milliseconds is not seen by the main process)."""
+
+class _Pool(cf.ProcessPoolExecutor):
+    """A process pool whose workers are born with SIGINT ignored and SIGTERM held.
+
+    A worker runs the main process's handlers (forked) or none (spawned) until its initializer
+    installs its own; a Ctrl-C to the process group in that moment would print a
+    KeyboardInterrupt traceback from the worker. SIG_IGN, unlike a Python handler, survives
+    exec: the main process ignores SIGINT for the instant of each start (a signal in those few
+    milliseconds is not seen by the main process). SIGTERM is blocked for that instant (the
+    signal mask survives fork and exec): one sent to the worker waits for its initializer, one
+    sent to the main process is handled right after."""
 
     def _spawn_process(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             super()._spawn_process()  # type: ignore[misc]
             return
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
             super()._spawn_process()  # type: ignore[misc]
         finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             signal.signal(signal.SIGINT, previous)
 
 
 def _ignore_interrupts(main_pid: int) -> None:
     """Worker initializer: Ctrl-C reaches the whole process group; only the main process acts
     on it. SIGTERM (sent by the main process when stopping) unwinds the current user (the
-    writer rolls back) and ends the worker."""
+    writer rolls back) and ends the worker; one that came before this ran ends it here."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop_worker)
+    if signal.SIGTERM in signal.sigpending():
+        os._exit(128 + signal.SIGTERM)  # stopped before it took any work
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     # the main process's pid from the main process: it may be gone before this runs
     threading.Thread(target=_watch_parent, args=(main_pid,), daemon=True).start()
 
@@ -103,7 +125,7 @@ def run_parallel(run: _Run, state: journal.JournalState, pending: list[int], wor
     """``workers`` worker processes and this one take chunks of ``pending`` in turn, each
     chunk as :func:`~toolkit.batch.worker.process_chunk`; outcomes go to ``run.record``."""
     processes = workers + 1
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(start_method())
     pool = _Pool(
         max_workers=workers,
         mp_context=context,
