@@ -120,9 +120,10 @@ def test_a_small_batch_is_written_by_the_main_process_alone(
 ) -> None:
     pools = PoolCounter(monkeypatch)
     monkeypatch.setattr(runner, "default_jobs", lambda: 8)
+    monkeypatch.setattr(runner, "start_method", lambda: "spawn")
     result = run(team12, jobs=None)  # 12 users: less work than starting one worker
     assert result.count("written") == 12 and pools.started == []
-    monkeypatch.setattr(runner, "WORKER_COST", 3)
+    monkeypatch.setattr(runner, "WORKER_COST", {"fork": 3, "spawn": 3})
     (team12.parent / "out").rename(team12.parent / "first")
     assert run(team12, jobs=None).count("written") == 12
     assert pools.started == [4]  # 12 units of work: four workers, not seven
@@ -424,7 +425,7 @@ def _start_method_in_a_fresh_process(code: str) -> str:
     import subprocess
     import sys
 
-    script = f"import threading, time\n{code}\nfrom toolkit.batch.pool import start_method\n"
+    script = f"import threading, time\n{code}\nfrom toolkit.batch.runner import start_method\n"
     script += "print(start_method())\n"
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60

@@ -17,13 +17,12 @@ import contextlib
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 from typing import TYPE_CHECKING
 
 from toolkit.batch import journal
-from toolkit.batch.runner import chunk_size
+from toolkit.batch.runner import chunk_size, start_method
 from toolkit.batch.worker import ChunkTask, UserOutcome, process_chunk
 
 if TYPE_CHECKING:
@@ -32,14 +31,6 @@ if TYPE_CHECKING:
 POLL = 0.2  # seconds between checks of should_stop while workers run
 WORKER_GRACE = 5.0  # seconds a stopped worker gets to roll back before SIGKILL
 PARENT_POLL = 0.5  # seconds between a worker's checks that its main process is alive
-
-
-def start_method() -> str:
-    """``fork`` on Linux while this process runs no other thread (a thread holding a lock at
-    the fork would leave it locked forever in the child), else ``spawn``."""
-    if sys.platform.startswith("linux") and threading.active_count() == 1:
-        return "fork"
-    return "spawn"
 
 
 class _Pool(cf.ProcessPoolExecutor):

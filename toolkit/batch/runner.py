@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,11 +158,12 @@ def run_batch(
 
 # Work is counted in units of one user assembled from existing credentials (a few ms); a
 # certificate the CA must issue first (an RSA key) counts ISSUE_COST. A worker process costs
-# about WORKER_COST units to start (an interpreter importing the toolkit): one is started for
-# each WORKER_COST units of work, up to jobs - 1; below that the main process works alone.
-# An explicit --jobs N is obeyed (N - 1 workers whenever there are that many users to write).
+# about WORKER_COST units to start: forked, a copy of this process (a few ms); spawned, an
+# interpreter importing the toolkit (a few hundred ms). One is started for each WORKER_COST
+# units of work, up to jobs - 1; below that the main process works alone. An explicit
+# --jobs N is obeyed (N - 1 workers whenever there are that many users to write).
 ISSUE_COST = 25
-WORKER_COST = 64
+WORKER_COST = {"fork": 8, "spawn": 64}
 MAX_CHUNK = 32  # users per chunk: one group commit (one syncfs before its renames) per chunk
 
 
@@ -270,7 +273,7 @@ class _Run:
         state = _state(settings)
         known_before = state.names()
         pending, cost = self._pending(state)
-        wanted = cost // WORKER_COST if self.automatic else len(pending) - 1
+        wanted = cost // WORKER_COST[start_method()] if self.automatic else len(pending) - 1
         workers = min(self.jobs - 1, wanted)
         if pending and not self.stop:
             if workers < 1:
@@ -337,6 +340,15 @@ class _Run:
         from toolkit.batch.pool import run_parallel  # local: an unchanged run needs no pool
 
         run_parallel(self, state, pending, workers)
+
+
+def start_method() -> str:
+    """How worker processes start: ``fork`` on Linux while this process runs no other thread
+    (a thread holding a lock at the fork would leave it locked forever in the child), else
+    ``spawn`` (macOS, where fork is unsafe for the system's frameworks; or threads running)."""
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
 
 
 def default_jobs() -> int:
