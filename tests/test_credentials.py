@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -598,15 +599,17 @@ def _directory_as_cert(e: Env) -> tuple[Given, Path]:
 def _unreadable_key(e: Env) -> tuple[Given, Path]:
     key = e.key(e.pki.client)
     key.chmod(0)
-    if os.geteuid() == 0:  # root reads anything: make the read itself fail as it would
-        real = Path.read_bytes
+    if os.geteuid() == 0:  # root reads anything: make the open itself fail as it would
+        import builtins
 
-        def read_bytes(self: Path) -> bytes:
-            if self == key:
-                raise PermissionError(errno.EACCES, "Permission denied", str(self))
-            return real(self)
+        from toolkit import credentials
 
-        e.monkeypatch.setattr(Path, "read_bytes", read_bytes)
+        def refusing_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+            if Path(file) == key:
+                raise PermissionError(errno.EACCES, "Permission denied", str(file))
+            return builtins.open(file, *args, **kwargs)
+
+        e.monkeypatch.setattr(credentials, "open", refusing_open, raising=False)
     return Given(cert=e.cert(e.pki.client), key=key), key
 
 
@@ -1011,3 +1014,11 @@ def test_expiry_warning_says_how_many_days(env: Env) -> None:
     given = _expiring(10)(env)
     (finding,) = given.findings()
     assert "expires in 10 days" in finding.message
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_an_endless_device_is_refused_after_the_size_limit_not_read_forever() -> None:
+    from toolkit.credentials import MAX_CREDENTIAL_BYTES, read_input
+
+    with pytest.raises(CredentialsError, match=f"over {MAX_CREDENTIAL_BYTES} bytes"):
+        read_input(Path("/dev/zero"), "certificate")

@@ -257,8 +257,11 @@ def test_prepared_part_is_made_once_per_package(
     facts = plan._facts(package)
     prepared = dict(facts.targets)
     assert set(prepared) == {"tunnelblick", "ios"} and all(prepared.values())
+    before = {name: p.profile.serialize() for name, p in prepared.items() if p}
     second = plan_user(package, creds, UserRequest(name="bob", display_name="B"))
     assert facts.targets == prepared  # reused, not made again
+    # users' profiles share the prepared items (Profile.share): none is changed in place
+    assert {name: p.profile.serialize() for name, p in prepared.items() if p} == before
     template = package.profile().serialize()
     assert all(p is not None and p.profile.serialize() != template for p in prepared.values())
     # each user's profile is a copy: the prepared one is never filled or renamed

@@ -9,6 +9,7 @@ for an output. Nothing here ever puts key material or a passphrase in a message.
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -91,13 +92,19 @@ def _read(path: Path, what: str, contents: Mapping[Path, bytes] | None = None) -
     if contents is not None and path in contents:
         return contents[path]
     try:
-        size = path.stat().st_size
-        if size > MAX_CREDENTIAL_BYTES:
-            raise CredentialsError(
-                f"{path}: {what} file is {size} bytes, too large to be a {what}",
-                hint="check that you passed the right file",
-            )
-        data = path.read_bytes()
+        with open(path, "rb", buffering=0) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            data = b""
+            if 0 < size <= MAX_CREDENTIAL_BYTES:
+                data = handle.read()
+            elif size == 0:  # a device reports 0 bytes: never read more than a credential can be
+                data = handle.read(MAX_CREDENTIAL_BYTES + 1)
+            if size > MAX_CREDENTIAL_BYTES or len(data) > MAX_CREDENTIAL_BYTES:
+                amount = f"{size} bytes" if size else f"over {MAX_CREDENTIAL_BYTES} bytes"
+                raise CredentialsError(
+                    f"{path}: {what} file is {amount}, too large to be a {what}",
+                    hint="check that you passed the right file",
+                )
     except FileNotFoundError as exc:
         raise CredentialsError(f"{path}: {what} file not found", hint="check the path") from exc
     except IsADirectoryError as exc:

@@ -183,8 +183,17 @@ def fill_credentials(
     parts.extend(_pem(c) for c in creds.chain)
     if dialect == "chain" and creds.root is not None:
         parts.append(_pem(creds.root))
-    cert_block.body = "".join(parts).rstrip("\n").split("\n")
-    key_block.body = creds.key_pem.decode("ascii").rstrip("\n").split("\n")
+    # new blocks in their place, the old ones untouched (a profile may share its items with
+    # the package's prepared one: Profile.share)
+    cert_body = "".join(parts).rstrip("\n").split("\n")
+    key_body = creds.key_pem.decode("ascii").rstrip("\n").split("\n")
+    old_cert, old_key = cert_block, key_block
+    cert_block = Block(
+        old_cert.line, old_cert.name, cert_body, old_cert.open_raw, old_cert.close_raw
+    )
+    key_block = Block(old_key.line, old_key.name, key_body, old_key.open_raw, old_key.close_raw)
+    profile.replace(old_cert, cert_block)
+    profile.replace(old_key, key_block)
     what = {
         "classic": "placeholder $CLIENTCERTIFICATE",
         "chain": "chain placeholders",

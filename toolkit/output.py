@@ -448,20 +448,20 @@ def check_writable(
 
 
 def _write_new(
-    staging: Path, relative: str, data: bytes, mode: int, made: set[str] | None = None
-) -> list[Path]:
+    staging: str, relative: str, data: bytes, mode: int, made: set[str] | None = None
+) -> list[str]:
     """Create ``staging/relative`` with ``data`` (and its missing folders, 0700; ``made``
     remembers the folders already there); returns what was created, to be made durable with
-    the rest (:func:`make_durable`)."""
+    the rest (:func:`make_durable`). Plain strings: a batch creates ten paths per user."""
     made = set() if made is None else made
-    created: list[Path] = []
+    created: list[str] = []
     *folders, _file = relative.split("/")
     for depth in range(1, len(folders) + 1):
         folder = "/".join(folders[:depth])
         if folder in made:
             continue
         made.add(folder)
-        path = staging / folder
+        path = f"{staging}/{folder}"
         try:
             os.mkdir(path, DIR_MODE)
         except FileExistsError:
@@ -469,7 +469,7 @@ def _write_new(
         if _UMASK & DIR_MODE:
             os.chmod(path, DIR_MODE)  # whatever the umask
         created.append(path)
-    path = staging / relative
+    path = f"{staging}/{relative}"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         if mode & _UMASK:
@@ -495,7 +495,7 @@ _SYNC_THREADS = 8
 _sync_pool: Any = None  # a ThreadPoolExecutor, made at the first use
 
 
-def _fsync_path(path: Path) -> None:
+def _fsync_path(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -503,7 +503,7 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def sync(paths: Sequence[Path]) -> None:
+def sync(paths: Sequence[str | Path]) -> None:
     """fsync every file and folder in ``paths``, all at once: issued together from threads,
     the file system commits them in one journal transaction instead of one after another."""
     global _sync_pool
@@ -549,7 +549,7 @@ def _syncfs(anchor: Path) -> bool:
     return True
 
 
-def make_durable(anchor: Path, paths: Sequence[Path], *, group: bool = False) -> None:
+def make_durable(anchor: Path, paths: Sequence[str | Path], *, group: bool = False) -> None:
     """Make ``paths`` (files and folders, all on the file system of ``anchor``) durable: one
     ``syncfs(2)`` for a batch's group, or any :data:`_SYNCFS_FROM` paths or more (Linux: it writes
     back and commits everything dirty on that file system at once, and reports write-back errors
@@ -636,6 +636,8 @@ class StagedWrite:
         self.token = secrets.token_hex(4)
         self.root = output_dir / f"{STAGING_PREFIX}{self.token}"  # for whole new users
         self.staged: list[_Staged] = []
+        self._root_made = False  # self.root exists (made at the first new user)
+        self._output_checked = False  # the output folder is a folder (checked once)
 
     def stage(
         self,
@@ -648,16 +650,21 @@ class StagedWrite:
         """Check that ``files`` may be written for ``name`` and write them into staging.
         OutputError when something not ours is in the way; WriteError when writing fails
         (nothing of this user is left behind)."""
-        recover_user(self.output_dir, name)
-        check_writable(self.output_dir, name, files, force, owned)
         user_dir = self.output_dir / name
-        fresh = self.group and not user_dir.exists()
+        exists = os.path.exists(user_dir)
+        if exists or not self._output_checked:  # a new user in a checked folder: no checks
+            recover_user(self.output_dir, name)
+            check_writable(self.output_dir, name, files, force, owned)
+            self._output_checked = True
+        fresh = self.group and not exists
         if fresh:
-            ensure_private_dir(self.root)
+            if not self._root_made:
+                ensure_private_dir(self.root)
+                self._root_made = True
             staging = self.root / name
             created = False
         else:
-            created = not user_dir.exists()
+            created = not exists
             ensure_private_dir(user_dir)
             staging = user_dir / f"{STAGING_PREFIX}{self.token}"
         item = _Staged(
@@ -669,9 +676,10 @@ class StagedWrite:
                 os.chmod(staging, DIR_MODE)
             item.new_paths.append(staging)
             made: set[str] = set()
+            base = os.fspath(staging)
             for planned in files:
                 item.new_paths.extend(
-                    _write_new(staging, planned.path, planned.data, planned.mode, made)
+                    _write_new(base, planned.path, planned.data, planned.mode, made)
                 )
         except BaseException as exc:
             item.discard()
@@ -735,6 +743,7 @@ class StagedWrite:
         self.staged = []
         if self.group:
             shutil.rmtree(self.root, ignore_errors=True)
+            self._root_made = False
 
 
 @dataclass
@@ -747,7 +756,7 @@ class _Staged:
     created: bool  # the user folder was created for this write (removed if it fails)
     folders: list[str]
     files: Sequence[PlannedFile]
-    new_paths: list[Path] = field(default_factory=list)  # made durable before the swap
+    new_paths: list[str | Path] = field(default_factory=list)  # made durable before the swap
     swapped: list[tuple[Path, Path | None]] = field(default_factory=list)
 
     def swap(self) -> None:

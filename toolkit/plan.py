@@ -280,7 +280,7 @@ def _adapt_and_fill(
     profile, edits, warnings and errors (tests/test_planning_speedups.py)."""
     prepared = facts.prepared(package, target)
     if prepared is not None:
-        profile = prepared.profile.clone()
+        profile = prepared.profile.share()  # adapt_user adds items, the fill replaces two
         kept = set(map(id, profile.items))
         edits, warnings = target.adapt_user(profile, ctx)
         added = [item for item in profile.items if id(item) not in kept]

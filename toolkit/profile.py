@@ -248,6 +248,14 @@ class Profile:
     def to_bytes(self) -> bytes:
         return self.serialize().encode("utf-8")
 
+    def share(self) -> Profile:
+        """A copy that shares its items with this profile: adding, removing and replacing items
+        (:meth:`remove`, :meth:`replace`, :meth:`insert_before`, :meth:`insert_after`) leaves
+        this one as it is; changing an item in place would not. Planning gives each user such
+        a copy of the package's prepared profile (targets' ``adapt_user`` only add items, the
+        fill replaces its two blocks)."""
+        return Profile(list(self.items), self.trailing_newline, self.source)
+
     def clone(self) -> Profile:
         """An independent copy without re-parsing: every item copied, with its own lists."""
         items: list[Item] = []

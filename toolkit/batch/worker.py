@@ -645,15 +645,11 @@ def _prepare(task: UserTask, group: dict[str, Issued] | None = None) -> tuple[Us
             )
         outcome.issued = issued
         files = _credential_files(user, cert, key, pfx)
-        before = {str(p): stat_key(p) for p, _what in files if p is not None}  # before reading
+        before = [(p, stat_key(p)) for p, _what in files if p is not None]  # before reading
         contents = _read_credentials(files)
         digests = {p: hashlib.sha256(data).hexdigest() for p, data in contents.items()}
         outcome.fingerprint = _fingerprint(user, settings, package, files, digests)
-        inputs = {
-            path: [digests[Path(path)], *key]
-            for path, key in before.items()
-            if key is not None and Path(path) in digests
-        }
+        inputs = {str(p): [digests[p], *key] for p, key in before if key is not None}
         # local: only a user that is written needs the pipeline
         from toolkit.plan import CredentialInputs, UserRequest, plan_from_inputs
 
