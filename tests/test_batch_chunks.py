@@ -190,16 +190,24 @@ def test_a_failure_in_one_chunk_user_leaves_the_others_written(team12: Path) -> 
     assert not (team12.parent / "out" / "user004").exists()
 
 
-def test_chunk_size_shrinks_towards_the_end() -> None:
+def _chunks(remaining: int, issuing: bool) -> list[int]:
     sizes = []
-    remaining = 1000
     while remaining:
-        size = runner.chunk_size(remaining, 2)
+        size = runner.chunk_size(remaining, 2, issuing=issuing)
         sizes.append(size)
         remaining -= size
-    assert sizes[0] == runner.MAX_CHUNK
-    assert sizes[-1] == 1 and sizes == sorted(sizes, reverse=True)
-    assert runner.chunk_size(3, 2) == 1
+    return sizes
+
+
+def test_chunk_size_shrinks_towards_the_end() -> None:
+    sizes = _chunks(1000, issuing=False)
+    assert sizes[0] == runner.MAX_CHUNK and sizes == sorted(sizes, reverse=True)
+    assert min(sizes[:-1]) == runner.MIN_CHUNK  # no tail of one-user chunks (syncfs each)
+    assert len(sizes) < 40
+    assert runner.chunk_size(3, 2) == 3  # the rest in one chunk
+    issued = _chunks(200, issuing=True)  # ~60 ms per user: a tail of small chunks
+    assert issued[0] == min(runner.MAX_ISSUE_CHUNK, 200 // 8) and issued[-1] == 1
+    assert issued == sorted(issued, reverse=True)
 
 
 # --- the group writer ----------------------------------------------------------------------------
@@ -438,3 +446,21 @@ def test_workers_are_forked_unless_another_thread_runs() -> None:
     assert _start_method_in_a_fresh_process("") == "fork"
     thread = "threading.Thread(target=time.sleep, args=(5,), daemon=True).start()"
     assert _start_method_in_a_fresh_process(thread) == "spawn"
+
+
+def test_warm_up_loads_what_forked_workers_inherit(team12: Path) -> None:
+    """Before forking, the main process prepares the package's profiles and compiles the
+    templates; an unreadable package is left for the users' planning to report."""
+    from toolkit import plan, templating
+
+    users = load_user_list(team12)
+    settings = BatchSettings(package_path=users.package, output=team12.parent / "out")
+    worker.clear_caches()
+    templating._template.cache_clear()
+    worker.warm_up(settings, ["tunnelblick", "ios"])
+    facts = plan._facts(worker._package(users.package))
+    assert set(facts.targets) == {"tunnelblick", "ios"} and all(facts.targets.values())
+    compiled = templating._template.cache_info().currsize
+    assert compiled == 2  # the guide and Info.plist
+    broken = BatchSettings(package_path=team12.parent / "missing.zip", output=team12.parent)
+    worker.warm_up(broken, ["ios"])  # no exception: the users' planning reports it

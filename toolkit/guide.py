@@ -16,6 +16,7 @@ from toolkit.templating import render
 from toolkit.validation import CertificateSummary
 
 GUIDE_FILE = "INSTALL.html"
+GUIDE_TEMPLATE = "install-guide.html.j2"
 MAX_CONTACT = 200
 
 
@@ -60,7 +61,7 @@ def render_guide(
         return _posix(planned[index].path) if len(planned) > index else None
 
     html = render(
-        "install-guide.html.j2",
+        GUIDE_TEMPLATE,
         display_name=display_name,
         name=name,
         gateway=gateway,

@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
@@ -22,13 +22,12 @@ from toolkit.credentials import ClientCredentials, load_credentials
 from toolkit.errors import ToolkitError
 from toolkit.fill import CredentialPem, FillCheck, check_fill, fill_credentials
 from toolkit.findings import Edit, Finding
-from toolkit.guide import check_contact, render_guide
+from toolkit.guide import GUIDE_TEMPLATE, check_contact, render_guide
 from toolkit.names import check_display_name, check_name, sanitize_name
 from toolkit.output import PlannedFile
 from toolkit.package import AzurePackage
 from toolkit.passphrase import PassphraseSource
 from toolkit.profile import Profile
-from toolkit.signing import ProfileSigner
 from toolkit.targets import Target, TargetContext, TargetPlan, get_targets
 from toolkit.validation import (
     CertificateSummary,
@@ -36,6 +35,9 @@ from toolkit.validation import (
     raise_for_errors,
     validate_credentials,
 )
+
+if TYPE_CHECKING:  # imported when a target signs: most plans sign nothing
+    from toolkit.signing import ProfileSigner
 
 
 @dataclass(frozen=True)
@@ -298,6 +300,25 @@ def _adapt_and_fill(
     profile = package.profile()
     edits, warnings = target.adapt(profile, ctx)
     return profile, fill_credentials(profile, pem, replace=replace) + edits, warnings
+
+
+def prepare_package(package: AzurePackage, targets: tuple[str, ...], *, guide: bool = True) -> None:
+    """Make now what planning derives from ``package`` alone for ``targets``, and compile their
+    templates (a batch does it before it forks its workers, which then start with it). Errors
+    are left for planning to report, user by user."""
+    from toolkit.templating import preload
+
+    try:
+        facts = _facts(package)
+        chosen = get_targets(targets)
+    except ToolkitError:
+        return
+    for target in chosen:
+        if target.uses_profile:
+            facts.prepared(package, target)
+    preload(*(name for target in chosen for name in target.templates))
+    if guide:
+        preload(GUIDE_TEMPLATE)
 
 
 def default_name(creds: ClientCredentials) -> str:

@@ -49,6 +49,18 @@ def _template(name: str) -> jinja2.Template:
     return template
 
 
+def preload(*names: str) -> None:
+    """Compile these templates now (a batch does it before it forks its workers, which then
+    start with them compiled); a missing one is reported when it is rendered."""
+    import jinja2
+
+    for name in names:
+        try:
+            _template(name)
+        except jinja2.TemplateNotFound:
+            continue
+
+
 def render(template: str, **context: Any) -> str:
     import jinja2
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from toolkit.batch import journal
 from toolkit.batch.runner import chunk_size, start_method
-from toolkit.batch.worker import ChunkTask, UserOutcome, process_chunk
+from toolkit.batch.worker import ChunkTask, UserOutcome, process_chunk, warm_up
 
 if TYPE_CHECKING:
     from toolkit.batch.runner import _Run
@@ -116,7 +116,11 @@ def run_parallel(run: _Run, state: journal.JournalState, pending: list[int], wor
     """``workers`` worker processes and this one take chunks of ``pending`` in turn, each
     chunk as :func:`~toolkit.batch.worker.process_chunk`; outcomes go to ``run.record``."""
     processes = workers + 1
-    context = multiprocessing.get_context(start_method())
+    method = start_method()
+    if method == "fork":  # what every process needs, loaded once: the workers inherit it
+        targets = dict.fromkeys(t for i in pending for t in run.users[i].targets)
+        warm_up(run.settings, targets)
+    context = multiprocessing.get_context(method)
     pool = _Pool(
         max_workers=workers,
         mp_context=context,
@@ -128,7 +132,7 @@ def run_parallel(run: _Run, state: journal.JournalState, pending: list[int], wor
 
     def take() -> list[int]:
         nonlocal position
-        size = chunk_size(len(pending) - position, processes)
+        size = chunk_size(len(pending) - position, processes, issuing=run.issuing)
         indices = pending[position : position + size]
         position += len(indices)
         return indices

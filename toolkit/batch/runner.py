@@ -164,13 +164,21 @@ def run_batch(
 # --jobs N is obeyed (N - 1 workers whenever there are that many users to write).
 ISSUE_COST = 25
 WORKER_COST = {"fork": 8, "spawn": 64}
-MAX_CHUNK = 32  # users per chunk: one group commit (one syncfs before its renames) per chunk
+# Users per chunk: one group commit (one syncfs, ~10 ms, before its renames) per chunk. Users
+# assembled from existing credentials take a few ms each: chunks of 8 to 64. Users whose
+# certificates the CA issues take ~60 ms each (an RSA key): chunks of 1 to 32.
+MAX_CHUNK = 64
+MIN_CHUNK = 8
+MAX_ISSUE_CHUNK = 32
 
 
-def chunk_size(remaining: int, processes: int) -> int:
+def chunk_size(remaining: int, processes: int, *, issuing: bool = False) -> int:
     """Guided self-scheduling: big chunks while much is left (fewer group commits), smaller
-    towards the end (no process idles long waiting for the last big one)."""
-    return max(1, min(MAX_CHUNK, remaining // (processes * 4)))
+    towards the end (no process idles long waiting for the last big one); never below
+    MIN_CHUNK users to assemble (a tail of one-user chunks is one syncfs per user)."""
+    if issuing:
+        return max(1, min(MAX_ISSUE_CHUNK, remaining // (processes * 4)))
+    return max(min(MIN_CHUNK, remaining), min(MAX_CHUNK, remaining // (processes * 3)))
 
 
 class _Run:
@@ -196,6 +204,7 @@ class _Run:
         self.stop = False
         self.interrupted = False
         self.fatal: UserOutcome | None = None
+        self.issuing = False  # most pending users need a certificate issued (set by run)
 
     def stopping(self) -> bool:
         if self.should_stop is not None and self.should_stop():
@@ -260,7 +269,8 @@ class _Run:
         """This process alone, chunk by chunk (each one group commit)."""
         position = 0
         while position < len(pending) and not self.stopping():
-            indices = pending[position : position + chunk_size(len(pending) - position, 1)]
+            size = chunk_size(len(pending) - position, 1, issuing=self.issuing)
+            indices = pending[position : position + size]
             position += len(indices)
             outcomes = process_chunk(
                 self.chunk(state, indices), stop=self.stopping, on_start=self.on_start
@@ -273,6 +283,7 @@ class _Run:
         state = _state(settings)
         known_before = state.names()
         pending, cost = self._pending(state)
+        self.issuing = cost >= 2 * len(pending) > 0  # mostly certificates to issue
         wanted = cost // WORKER_COST[start_method()] if self.automatic else len(pending) - 1
         workers = min(self.jobs - 1, wanted)
         if pending and not self.stop:

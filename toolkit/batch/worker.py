@@ -23,7 +23,7 @@ import os
 import shlex
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -370,11 +370,11 @@ def _issue_chunk(chunk: ChunkTask) -> dict[str, Issued]:
     """The certificates a chunk's users need, issued as one group (one CA lock, one write
     round, one ledger append: ``CertificateAuthority.issue_many``), by case-folded name. Users
     whose checks fail are left out: their own turn reports it."""
-    from toolkit.ca import IssueRequest
-
     settings = chunk.settings
     if settings.ca is None or settings.dry_run:
         return {}
+    from toolkit.ca import IssueRequest  # local: only batches with a CA need it
+
     wanted: list[tuple[UserEntry, Literal["issued", "renewed"]]] = []
     for user, _previous, _owned in chunk.users:
         if not user.issued_from_ca:
@@ -520,6 +520,20 @@ class ChunkTask:
     def tasks(self) -> Iterator[UserTask]:
         for user, previous, owned in self.users:
             yield UserTask(user, self.settings, previous, owned)
+
+
+def warm_up(settings: BatchSettings, targets: Iterable[str]) -> None:
+    """Load in this process what planning these targets needs: the pipeline's modules, the
+    package's prepared profiles, the templates, the roots. A batch does it before it forks its
+    workers, which then start with it instead of each loading it again. Errors are left for the
+    users' planning to report."""
+    from toolkit.plan import prepare_package  # local, as in _prepare
+
+    try:
+        prepare_package(_package(settings.package_path), tuple(targets), guide=settings.guide)
+        _roots(settings.roots)
+    except ToolkitError:
+        return
 
 
 def process_user(task: UserTask) -> UserOutcome:

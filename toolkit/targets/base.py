@@ -11,14 +11,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from toolkit.credentials import ClientCredentials
 from toolkit.findings import Edit, Finding
 from toolkit.output import PlannedFile
 from toolkit.package import AzurePackage, VpnSettings
 from toolkit.profile import Directive, Profile
-from toolkit.signing import ProfileSigner
+
+if TYPE_CHECKING:  # imported when a target signs
+    from toolkit.signing import ProfileSigner
 
 # Options that name a file instead of an inline block.
 FILE_OPTIONS = frozenset(
@@ -107,6 +109,8 @@ class Target(abc.ABC):
     # True when adapt is adapt_package (the package's profile alone) then adapt_user: planning
     # does the first once per package and the second per user (see plan._prepared)
     splits_adapt: ClassVar[bool] = False
+    # our jinja2 templates its render uses (compiled before a batch forks its workers)
+    templates: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:

@@ -69,6 +69,7 @@ class MobileconfigTarget(Target):
     title = "OpenVPN Connect via MDM (.mobileconfig)"
     platform = "MDM"
     file_label = "iphone-mdm"
+    templates = ("ios/connect.mobileconfig.j2",)
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         edits, warnings = IOSTarget().adapt(profile, ctx)

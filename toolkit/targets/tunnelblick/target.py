@@ -57,6 +57,7 @@ class TunnelblickTarget(Target):
     # Tunnelblick shows a configuration under its bundle's name: "alice-mac"
     file_label = "mac"
     splits_adapt = True  # nothing of adapt depends on the user
+    templates = ("tunnelblick/Info.plist.j2",)
 
     def adapt(self, profile: Profile, ctx: TargetContext) -> tuple[list[Edit], list[Finding]]:
         return self.adapt_in_two(profile, ctx)
