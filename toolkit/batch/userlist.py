@@ -190,6 +190,7 @@ class _Validator:
         # absolute and normalised: the same file gives the same paths from any cwd and however
         # it was spelled (idempotent re-runs); abspath keeps a symlinked file's own folder
         self.base = Path(os.path.abspath(source)).parent
+        self.base_text = str(self.base)
         self.problems: list[Problem] = []
 
     def problem(self, node: yaml.Node, message: str, hint: str | None = None) -> None:
@@ -225,9 +226,12 @@ class _Validator:
         text = self.string(node, key)
         if text is None:
             return None
-        path = Path(text).expanduser()
-        path = path if path.is_absolute() else self.base / path
-        if must_exist and not path.exists():
+        if text.startswith("~"):
+            path = Path(text).expanduser()
+            path = path if path.is_absolute() else self.base / path
+        else:  # one Path made, not three (a list names two files per user)
+            path = Path(os.path.join(self.base_text, text))
+        if must_exist and not os.path.exists(path):
             self.problem(node, f"'{key}': {text} does not exist", f"looked for {path}")
         return path
 
