@@ -59,8 +59,9 @@ def check_name(name: str, what: str = "--name") -> str:
         problem = "is empty"
     elif len(name) > MAX_NAME:
         problem = f"is longer than {MAX_NAME} characters"
-    elif any(c in TUNNELBLICK_FORBIDDEN for c in name) or any(
-        unicodedata.category(c).startswith("C") for c in name
+    elif not TUNNELBLICK_FORBIDDEN.isdisjoint(name) or (
+        # printable: no control, format, private-use or unassigned character (category C)
+        not name.isprintable() and any(unicodedata.category(c).startswith("C") for c in name)
     ):
         bad = next(
             c for c in name if c in TUNNELBLICK_FORBIDDEN or unicodedata.category(c).startswith("C")
@@ -121,7 +122,9 @@ def fold(name: str) -> str:
 def check_display_name(text: str, what: str = "--display-name") -> str:
     if not text.strip():
         raise UsageError(f"{what} is empty", hint="give a human-readable profile name")
-    if len(text) > MAX_DISPLAY_NAME or any(unicodedata.category(c).startswith("C") for c in text):
+    if len(text) > MAX_DISPLAY_NAME or (
+        not text.isprintable() and any(unicodedata.category(c).startswith("C") for c in text)
+    ):
         raise UsageError(
             f"{what} {text[:40]!r} is too long or holds control characters",
             hint=f"use one line of at most {MAX_DISPLAY_NAME} characters",

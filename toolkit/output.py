@@ -732,7 +732,8 @@ class StagedWrite:
         self.committed = [item.name for item in swapped]
         for item in swapped:
             item.finish()
-        self.staged = [item for item in self.staged if item not in swapped]
+        done = {id(item) for item in swapped}  # by identity: _Staged compares field by field
+        self.staged = [item for item in self.staged if id(item) not in done]
         self.discard()
         return failure
 
