@@ -10,7 +10,7 @@ import pytest
 
 from toolkit import ca
 from toolkit.ca import store
-from toolkit.ca.authority import IssueRequest
+from toolkit.ca.requests import IssueRequest
 from toolkit.errors import CAError, OutputError, ToolkitError
 
 

@@ -16,15 +16,17 @@ A CA folder (made by :func:`init_ca`) holds::
 
 Modules: ``keys`` (in-memory key and certificate primitives), ``rules`` (input checks),
 ``ledger`` (folder layout and ledger entries), ``store`` (the ledger's files, snapshot and
-journal, read incrementally), ``root`` (``init``), ``authority`` (issue, renew), ``revoke``,
-``azure`` (the upload and revoke commands). Azure has no CRL for P2S: revocation is by SHA-1
-thumbprint on the gateway, so ``revoke`` marks the ledger and returns the commands.
+journal, read incrementally), ``root`` (``init``), ``authority`` (issue, renew), ``requests``
+(what an issue is asked for and gives), ``revoke``, ``azure`` (the upload and revoke
+commands). Azure has no CRL for P2S: revocation is by SHA-1 thumbprint on the gateway, so
+``revoke`` marks the ledger and returns the commands.
 """
 
-from toolkit.ca.authority import CertificateAuthority, IssueRequest, IssueResult, open_ca
+from toolkit.ca.authority import CertificateAuthority, open_ca
 from toolkit.ca.azure import AzureCommands, azure_resource_name, revocation_commands
 from toolkit.ca.keys import KEY_TYPES
 from toolkit.ca.ledger import DEFAULT_WARN_DAYS, LedgerEntry, normalize_thumbprint
+from toolkit.ca.requests import IssueRequest, IssueResult
 from toolkit.ca.revoke import RevokeResult, revoke
 from toolkit.ca.root import DEFAULT_ROOT_CN, DEFAULT_ROOT_DAYS, CAInfo, CAInitResult, init_ca
 from toolkit.ca.store import (
