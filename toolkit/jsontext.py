@@ -15,6 +15,22 @@ _escape = json.encoder.encode_basestring_ascii
 _FLUSH_AT = 4096  # pieces
 
 
+def _flat(value: list[Any] | dict[Any, Any]) -> bool:
+    """A list of strings, or a dict of strings keyed by strings: written with one join."""
+    if isinstance(value, list):
+        return all(type(item) is str for item in value)
+    return all(type(k) is str and type(v) is str for k, v in value.items())
+
+
+def _flat_text(value: list[Any] | dict[Any, Any], pad: str) -> str:
+    """``value`` (non-empty and :func:`_flat`) as json.dumps(indent=2) writes it at ``pad``."""
+    inner = pad + "  "
+    if isinstance(value, list):
+        return "[" + inner + ("," + inner).join(map(_escape, value)) + pad + "]"
+    items = (_escape(k) + ": " + _escape(v) for k, v in value.items())
+    return "{" + inner + ("," + inner).join(items) + pad + "}"
+
+
 def write_indented(document: Any, write: Callable[[str], object]) -> None:
     """Write ``json.dumps(document, indent=2)`` through ``write``, in pieces. An iterator (a
     generator) in the document is written as the list it yields, one item at a time, so a
@@ -37,10 +53,13 @@ def write_indented(document: Any, write: Callable[[str], object]) -> None:
                     raise TypeError("only string keys")  # never in our documents
                 append(separator)
                 append(_escape(key))
-                if type(value) is str:  # most values: no call
+                of = type(value)
+                if of is str:  # most values: no call
                     append(": " + _escape(value))
-                elif value is None or type(value) is bool or type(value) is int:
+                elif value is None or of is bool or of is int:
                     append(": " + ("null" if value is None else json.dumps(value)))
+                elif (of is list or of is dict) and value and _flat(value):
+                    append(": " + _flat_text(value, inner))  # a list or dict of strings
                 else:
                     append(": ")
                     emit(value, inner)
@@ -53,6 +72,8 @@ def write_indented(document: Any, write: Callable[[str], object]) -> None:
                 append(separator)
                 if type(value) is str:
                     append(_escape(value))
+                elif type(value) is dict and value and _flat(value):
+                    append(_flat_text(value, inner))  # e.g. a file's path, digest and mode
                 else:
                     emit(value, inner)
                 separator = "," + inner
