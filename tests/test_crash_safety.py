@@ -484,13 +484,15 @@ def test_dry_run_refuses_an_e_mail_the_ca_would_refuse(ca_team: Team) -> None:
 # --- disk full and unwritable output (item 5) ----------------------------------------------------
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 512 KiB tmpfs: real ENOSPC and, remounted read-only, real EROFS."""
+    """A 2 MiB tmpfs: real ENOSPC (once filled) and, remounted read-only, real EROFS. Replacing
+    users needs room for one chunk's new files beside the old ones (up to 64 users: the team
+    here, whole)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     disk = tmp_path / "disk"
     disk.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(disk)],
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(disk)],
         capture_output=True,
         text=True,
     )
