@@ -217,11 +217,21 @@ def scratch_file(prefix: str) -> BinaryIO:
     return tempfile.TemporaryFile(prefix=prefix)
 
 
+def _make_all_durable(folders: Sequence[Path], paths: Sequence[Path]) -> None:
+    """:func:`make_durable` (one syncfs for many paths) when ``folders`` are all on one file
+    system, else an fsync of each path (:func:`sync`)."""
+    if folders and len({os.stat(folder).st_dev for folder in folders}) == 1:
+        make_durable(folders[0], paths)
+    else:
+        sync(paths)
+
+
 def write_all(files: Sequence[tuple[Path, bytes, int]]) -> None:
     """Write every file, or none: files created here are removed again if one write fails.
 
     Each is written to a temporary file beside it; all of them are made durable together
-    (:func:`sync`), then renamed into place, then their folders are synced."""
+    (:func:`make_durable`: one syncfs for many files on one file system, else an fsync of
+    each), then renamed into place, then their folders are made durable the same way."""
     created: list[Path] = []
     temps: list[tuple[str, Path]] = []
     try:
@@ -232,13 +242,14 @@ def write_all(files: Sequence[tuple[Path, bytes, int]]) -> None:
             with os.fdopen(fd, "wb") as handle:
                 os.fchmod(handle.fileno(), mode)
                 handle.write(data)
-        sync([Path(tmp) for tmp, _path in temps])
+        folders = list(dict.fromkeys(path.parent for _tmp, path in temps))
+        _make_all_durable(folders, [Path(tmp) for tmp, _path in temps])
         for tmp, path in temps:
             existed = path.exists()
             os.replace(tmp, path)
             if not existed:
                 created.append(path)
-        sync(list(dict.fromkeys(path.parent for _tmp, path in temps)))
+        _make_all_durable(folders, folders)
     except BaseException as exc:
         for tmp, _path in temps:
             with contextlib.suppress(OSError):
