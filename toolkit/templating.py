@@ -51,13 +51,13 @@ def _template(name: str) -> jinja2.Template:
 
 def preload(*names: str) -> None:
     """Compile these templates now (a batch does it before it forks its workers, which then
-    start with them compiled); a missing one is reported when it is rendered."""
+    start with them compiled); a missing or broken one is reported when it is rendered."""
     import jinja2
 
     for name in names:
         try:
             _template(name)
-        except jinja2.TemplateNotFound:
+        except jinja2.TemplateError:
             continue
 
 
