@@ -5,6 +5,7 @@ Real files in tmp_path, a real package, real certificates (one shared key keeps 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from toolkit import output
 from toolkit.batch import journal, pool, runner, worker
 from toolkit.batch.outcomes import OutcomeLog
 from toolkit.batch.userlist import load_user_list
@@ -167,7 +169,8 @@ def test_the_journal_records_every_user_once_per_write_and_compacts(team12: Path
     out = team12.parent / "out"
     events = [json.loads(line) for line in (out / "journal.jsonl").read_bytes().splitlines()]
     assert events[-1]["event"] == "manifest"  # what the manifest was made from, last
-    events = events[:-1]
+    assert events[-2]["event"] == "settled"  # compacted after the final syncfs: all durable
+    events = events[:-2]
     assert sorted(e["name"] for e in events) == [f"user{i:03d}" for i in range(12)]
     assert {e["event"] for e in events} == {"done"}  # compacted: the begins are gone
     state = journal.read_journal(out)
@@ -219,18 +222,31 @@ def planned(tag: str) -> list[PlannedFile]:
     ]
 
 
-def test_staged_write_commits_new_and_existing_users_together(tmp_path: Path) -> None:
+def test_staged_write_commits_new_and_existing_users_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
+    syncs: list[Path] = []
+    real_syncfs = output._syncfs
+    monkeypatch.setattr(
+        output, "_syncfs", lambda anchor: syncs.append(anchor) or real_syncfs(anchor)
+    )
     first = StagedWrite(out, group=True)
     first.stage("alice", planned("v1"))
-    assert first.commit() is None
+    asked: list[bool] = []
+    assert first.commit(before_swap=asked.append) is None
+    # new users only: the caller makes its begin lines durable; files wait for the final syncfs
+    assert asked == [output.has_syncfs()] and syncs == []
     owned = {f.path: [f.sha256] for f in planned("v1")}
     group = StagedWrite(out, group=True)
     group.stage("alice", planned("v2"), owned=owned)  # existing: swapped folder by folder
     group.stage("bob", planned("v1"))  # new: one rename
+    assert group.fresh() == [False, True]
     lines: list[str] = []
-    assert group.commit(before_swap=lambda: lines.append("begin")) is None
-    assert lines == ["begin"] and group.committed == ["alice", "bob"]
+    assert group.commit(before_swap=lambda durable: lines.append(f"begin {durable}")) is None
+    # alice's v1 is removed after the swap: her v2 (and bob's) durable before, with the begins
+    assert lines == ["begin False"] and group.committed == ["alice", "bob"]
+    assert len(syncs) == 2 * output.has_syncfs()  # before the swap, and the renames after
     assert (out / "alice" / "ios" / "a.ovpn").read_bytes() == b"ios v2"
     assert (out / "bob" / "INSTALL.html").read_bytes() == b"guide v1"
     assert sorted(p.name for p in out.iterdir()) == ["alice", "bob"]  # no staging left
@@ -317,7 +333,49 @@ def test_journal_state_reads_lines_by_offset_and_skips_torn_ones(tmp_path: Path)
     journal.compact(out, state, ["alice"])
     state.close()
     kept = [json.loads(x) for x in (out / journal.JOURNAL).read_bytes().splitlines()]
-    assert [e["event"] for e in kept] == ["done", "begin"]
+    assert [e["event"] for e in kept] == ["done", "begin", "settled"]
+
+
+def test_only_settled_done_lines_give_stat_keys_a_rerun_trusts(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    record = {"name": "alice", "status": "written", "files": [{"path": "alice/a", "sha256": "1"}]}
+    done = {"event": "done", "name": "alice", "record": record, "stat": {"alice/a": [1, 2, 3, 4]}}
+    journal.append(out, done)
+    state = journal.read_journal(out)
+    assert state is not None and not state.settled()
+    event = state.last_done("alice")  # its bytes may not be on disk yet: hashed, not trusted
+    assert event is not None and "stat" not in event and event["record"] == record
+    journal.settle(out)
+    state = journal.read_journal(out)
+    assert state is not None and state.settled()
+    assert (state.last_done("alice") or {}).get("stat") == {"alice/a": [1, 2, 3, 4]}
+    journal.append(out, done)  # a later run's line, after the settled one
+    state = journal.read_journal(out)
+    assert state is not None and not state.settled()
+    assert "stat" not in (state.last_done("alice") or {"stat": 0})
+
+
+def test_a_fresh_begin_without_done_owns_whatever_its_folder_holds(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "bob" / "ios").mkdir(parents=True)
+    (out / "bob" / "ios" / "bob.ovpn").write_bytes(b"\0" * 100)  # torn by a power loss
+    (out / "bob" / "link").symlink_to("/etc/passwd")
+    files = [{"path": "bob/ios/bob.ovpn", "sha256": "planned"}]
+    journal.append(out, {"event": "begin", "name": "bob", "files": files, "fresh": True})
+    state = journal.read_journal(out)
+    assert state is not None
+    torn = hashlib.sha256(b"\0" * 100).hexdigest()
+    assert state.owned("bob") == {"ios/bob.ovpn": sorted(["planned", torn])}  # no symlink
+    record = {"name": "bob", "status": "written", "files": files}
+    journal.append(out, {"event": "done", "name": "bob", "record": record})
+    state = journal.read_journal(out)  # a done, durable before the files were: still ours
+    assert state is not None
+    assert state.owned("bob") == {"ios/bob.ovpn": sorted(["planned", torn])}
+    journal.settle(out)
+    state = journal.read_journal(out)
+    assert state is not None
+    assert state.owned("bob") == {"ios/bob.ovpn": ["planned"]}  # settled: only what it recorded
 
 
 def test_indented_json_streams_an_iterator_as_the_list() -> None:

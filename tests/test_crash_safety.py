@@ -414,6 +414,37 @@ def test_interrupt_stops_workers_records_and_exits_130(
 
 
 # --- nothing replaced behind the user's back ------------------------------------------------------
+def test_files_torn_by_a_power_loss_before_the_final_sync_are_written_again(team: Team) -> None:
+    """New users' files become durable at the end of the run (one syncfs), only their journal
+    ``begin`` lines before their renames. What a power loss before that syncfs can leave on
+    disk: folders in place with files torn (zeros, or cut short), a ``done`` line or not, no
+    ``settled`` line. The plain re-run writes them again and keeps the intact ones."""
+    team.ok()
+    good = {p: p.read_bytes() for name in team.names for p in user_files(team.out, name)}
+    lines = [json.loads(x) for x in (team.out / "journal.jsonl").read_bytes().splitlines()]
+    assert [e["event"] for e in lines[-2:]] == ["settled", "manifest"]
+    torn_done, torn_begun = team.names[1], team.names[2]
+    crashed: list[dict[str, Any]] = []
+    for event in lines[:-2]:  # as the crashed run left it: every line after the last settled
+        begin = {"v": 1, "event": "begin", "name": event["name"], "fresh": True}
+        crashed.append({**begin, "files": event["record"]["files"]})
+        if event["name"] != torn_begun:  # its done line lost; the others' reached the disk
+            crashed.append(event)
+    (team.out / "journal.jsonl").write_bytes(
+        b"".join(json.dumps(e).encode() + b"\n" for e in crashed)
+    )
+    first, second = user_files(team.out, torn_done)[:2]
+    first.write_bytes(bytes(len(first.read_bytes())))  # same size, its blocks never written
+    os.truncate(second, 0)
+    os.truncate(user_files(team.out, torn_begun)[0], 0)
+    result = team.ok()
+    assert f"{torn_done}: written" in result.stdout and f"{torn_begun}: written" in result.stdout
+    assert result.stdout.count(": unchanged") == len(team.names) - 2
+    assert {p: p.read_bytes() for name in team.names for p in user_files(team.out, name)} == good
+    settled = [json.loads(x) for x in (team.out / "journal.jsonl").read_bytes().splitlines()]
+    assert [e["event"] for e in settled[-2:]] == ["settled", "manifest"]
+
+
 def test_files_a_failed_user_did_not_write_are_never_replaced(team: Team, tmp_path: Path) -> None:
     """The data-safety bug: `generate` wrote bob's files; batch must not adopt them."""
     name = team.names[1]

@@ -536,8 +536,9 @@ _SYNCFS_FROM = 16  # paths: from this many on, one syncfs(2) is cheaper than one
 _libc_syncfs: Any = None  # syncfs(2) from the C library, looked up once; False: none
 
 
-def _syncfs(anchor: Path) -> bool:
-    """syncfs(2) of the file system holding ``anchor``; False where the C library lacks it."""
+def has_syncfs() -> bool:
+    """True where the C library has syncfs(2) (Linux): :func:`sync_all` then makes every file
+    durable, not only the folders."""
     global _libc_syncfs
     if _libc_syncfs is None:
         try:
@@ -546,7 +547,12 @@ def _syncfs(anchor: Path) -> bool:
             _libc_syncfs = ctypes.CDLL(None, use_errno=True).syncfs
         except (OSError, AttributeError, ImportError):
             _libc_syncfs = False
-    if _libc_syncfs is False:
+    return _libc_syncfs is not False
+
+
+def _syncfs(anchor: Path) -> bool:
+    """syncfs(2) of the file system holding ``anchor``; False where the C library lacks it."""
+    if not has_syncfs():
         return False
     fd = os.open(anchor, os.O_RDONLY)
     try:
@@ -636,10 +642,12 @@ class StagedWrite:
     is ``OUTPUT/<name>/.staging-<token>`` and each target folder is swapped (see the module
     docstring). :meth:`discard` removes whatever was staged and not committed.
 
-    With ``group=True`` the renames of whole new users are not made durable by :meth:`commit`
-    (their files are, before the rename): the caller calls :func:`sync_all` once before it
-    reports any of them written. Until then a crash can only lose a rename, which the batch's
-    journal and digests detect (the user is written again)."""
+    With ``group=True``, where :func:`sync_all` can make every file durable (syncfs(2)), a
+    group of whole new users only is not made durable by :meth:`commit` at all (neither their
+    files nor the renames): the caller makes its own record of them durable before the swap
+    and calls :func:`sync_all` once before it reports any of them written. Until then a crash
+    can lose a rename or tear a file of theirs, which the batch's journal detects (the user is
+    written again). Nothing they replace can be lost: there was nothing."""
 
     def __init__(self, output_dir: Path, *, group: bool = False) -> None:
         self.output_dir = output_dir
@@ -699,22 +707,30 @@ class StagedWrite:
             raise _write_failed(user_dir, exc) from exc
         self.staged.append(item)
 
-    def commit(self, before_swap: Callable[[], None] | None = None) -> WriteError | None:
-        """Swap every staged user in. ``before_swap`` runs once every staged file is written
-        and before anything is made durable (a batch appends its journal's ``begin`` lines
-        there: they become durable with the files). Returns None, or the WriteError that
-        stopped the swaps: the users before it are in place, that one and the rest are not
-        (see :attr:`committed`)."""
+    def fresh(self) -> list[bool]:
+        """Per staged user, in staging order: True when its whole folder is new (one rename)."""
+        return [item.fresh for item in self.staged]
+
+    def commit(self, before_swap: Callable[[bool], None] | None = None) -> WriteError | None:
+        """Swap every staged user in. ``before_swap(durable)`` runs once every staged file is
+        written and before the swaps (a batch appends its journal's ``begin`` lines there):
+        ``durable`` False, what it writes becomes durable with the staged files; True (a group
+        of fresh users only, whose files are left to the caller's final :func:`sync_all`), it
+        must make what it writes durable itself. Returns None, or the WriteError that stopped
+        the swaps: the users before it are in place, that one and the rest are not (see
+        :attr:`committed`)."""
         self.committed: list[str] = []
         failure: WriteError | None = None
+        fresh_only = self.group and all(self.fresh()) and has_syncfs()
         try:
             if before_swap is not None:
-                before_swap()
-            make_durable(
-                self.output_dir,
-                [p for item in self.staged for p in item.new_paths],
-                group=self.group,
-            )
+                before_swap(fresh_only)
+            if not fresh_only:
+                make_durable(
+                    self.output_dir,
+                    [p for item in self.staged for p in item.new_paths],
+                    group=self.group,
+                )
         except (OSError, WriteError) as exc:
             self.discard()
             return exc if isinstance(exc, WriteError) else _write_failed(self.output_dir, exc)

@@ -3,11 +3,16 @@
 One JSON object per line, appended under an flock(2) (several workers append at once):
 
 - ``{"event": "begin", "name": ..., "files": [{"path", "sha256"}]}`` before a user's files are
-  swapped in: from then on those exact bytes, found at those paths, are known to be ours;
+  swapped in: from then on those exact bytes, found at those paths, are known to be ours.
+  ``"fresh": true`` when ``OUTPUT/<name>`` did not exist: the whole folder is this batch's, so
+  until a ``done`` follows, whatever it holds is ours (a power loss can tear files it wrote);
 - ``{"event": "done", "name": ..., "record": {...}, "stat": {...}, "inputs": {...}}`` after
-  they are all in place (durable): the user's record, as the manifest shows it, and the stat
-  keys (size, mtime, ctime, inode) of its files and credential inputs as they were, so that a
-  re-run hashes only what was touched since.
+  they are all in place: the user's record, as the manifest shows it, and the stat keys (size,
+  mtime, ctime, inode) of its files and credential inputs as they were, so that a re-run hashes
+  only what was touched since;
+- ``{"event": "settled"}`` once everything above it is durable (after the batch's final
+  ``syncfs``): only a ``done`` above the last one has stat keys a re-run may trust (a power
+  loss before it can leave a file's size and times in place with its bytes lost).
 
 The worker writing a user appends both (so a record is never lost with a killed main
 process). ``manifest.json``/``.csv`` are derived from the journal at the end of a run; a
@@ -17,10 +22,13 @@ ignored. At the end of a run the journal is compacted: per user in the list, the
 ``done`` record and any ``begin`` after it.
 
 Durability is grouped (:mod:`toolkit.batch.worker` writes a chunk of users at once): the one
-ordering that matters is *a ``begin`` durable before the first rename of that user's swap*,
-together with the files it names. A ``done`` line may become durable later (with the next
-group, or at the end of the run): if it is lost, the ``begin`` still proves the files ours and
-the next run rewrites that user.
+ordering that matters is *a ``begin`` durable before the first rename of that user's swap*. A
+user replacing an earlier version has its files made durable with it (the earlier version is
+removed after the swap); a fresh user's files become durable at the end of the run, before the
+batch reports anyone written (until then a crash can tear them, and the fresh ``begin`` lets
+the next run write them again). A ``done`` line may become durable later (with the next group,
+or at the end of the run): if it is lost, the ``begin`` still proves the files ours and the next
+run rewrites that user.
 
 A ``{"event": "manifest", "source": ..., "json": ..., "csv": ...}`` line records what the
 manifest was last made from (the digest of the users' lines) and the digests of the two files,
@@ -41,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.output import PendingFile, append_line, sync_file
+from toolkit.output import PendingFile, append_line, file_sha256, sync_file
 
 JOURNAL = "journal.jsonl"
 JOURNAL_VERSION = 1
@@ -69,6 +77,8 @@ class JournalState:
         self._memory: list[bytes] = []  # lines given by apply(): negative offsets -1, -2, ...
         self._fd: int | None = None  # the journal, opened at the first read
         self._manifest: tuple[int, int] | None = None  # the last "manifest" line
+        self._settled = 0  # offset just past the last "settled" line: lines before it are durable
+        self._end = 0  # offset just past the last user line
 
     # --- building ----------------------------------------------------------------------------
     def _add(self, name: str, event: str, span: tuple[int, int]) -> None:
@@ -107,6 +117,10 @@ class JournalState:
         with contextlib.suppress(Exception):
             self.close()
 
+    def settled(self) -> bool:
+        """True when every user line is above the last ``settled`` line (durable)."""
+        return self._end <= self._settled
+
     def names(self) -> list[str]:
         return list(self._users)
 
@@ -115,11 +129,16 @@ class JournalState:
 
     def last_done(self, name: str) -> dict[str, Any] | None:
         """``name``'s last ``done`` event (its ``record``, and the ``stat`` keys of the files
-        and ``inputs`` as they were written), or None."""
+        and ``inputs`` as they were written), or None. The files' ``stat`` keys are left out
+        of a ``done`` not yet settled (see the module docstring): its files get hashed."""
         lines = self._users.get(name)
         if lines is None or lines.last_done < 0:
             return None
-        return self._read(lines.spans[lines.last_done])
+        span = lines.spans[lines.last_done]
+        event = self._read(span)
+        if span[0] >= self._settled:
+            event.pop("stat", None)
+        return event
 
     def record(self, name: str) -> dict[str, Any] | None:
         """``name``'s last ``done`` record, or None."""
@@ -129,21 +148,33 @@ class JournalState:
 
     def owned(self, name: str) -> dict[str, list[str]]:
         """``name``'s digests keyed by path under ``OUTPUT/<name>/`` (for the writer): every
-        digest a ``begin`` or ``done`` of that user recorded."""
+        digest a ``begin`` or ``done`` of that user recorded, and, after a fresh ``begin`` not
+        yet settled by a ``done``, those of the files its folder holds."""
         lines = self._users.get(name)
         if lines is None:
             return {}
         prefix = f"{name}/"
         known: dict[str, set[str]] = {}
+        # a fresh begin with no settled done after it: whatever the folder holds is ours (a
+        # power loss before the run's final syncfs can tear its files, done line or not)
+        fresh = False
         for span in lines.spans:
             event = self._read(span)
-            files = event.get("files") if event.get("event") == "begin" else None
-            if event.get("event") == "done" and isinstance(event.get("record"), dict):
+            kind = event.get("event")
+            files = event.get("files") if kind == "begin" else None
+            if kind == "done" and isinstance(event.get("record"), dict):
                 files = event["record"].get("files")
+            if kind == "begin":
+                fresh = event.get("fresh") is True
+            elif span[0] < self._settled:
+                fresh = False
             for entry in files if isinstance(files, list) else []:
                 path = entry.get("path") if isinstance(entry, dict) else None
                 if isinstance(path, str) and path.startswith(prefix):
                     known.setdefault(path[len(prefix) :], set()).add(str(entry.get("sha256")))
+        if fresh and self._path is not None:
+            for path, digest in _files_in(self._path.parent / name):
+                known.setdefault(path, set()).add(digest)
         return {path: sorted(digests) for path, digests in known.items()}
 
     def manifest_event(self) -> dict[str, Any] | None:
@@ -167,6 +198,17 @@ class JournalState:
             return
         for span in lines.spans[max(lines.last_done, 0) :]:
             yield self._raw(span) + b"\n"
+
+
+def _files_in(folder: Path) -> Iterator[tuple[str, str]]:
+    """(relative path, SHA-256) of every regular file under ``folder`` (symlinks not followed
+    and not listed: never ours)."""
+    for top, _dirs, names in os.walk(folder):
+        for file_name in names:
+            path = os.path.join(top, file_name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                with contextlib.suppress(OSError):
+                    yield os.path.relpath(path, folder).replace(os.sep, "/"), file_sha256(path)
 
 
 def _events(data: Iterable[bytes]) -> Iterator[tuple[int, int, dict[str, Any]]]:
@@ -195,11 +237,15 @@ def read_journal(output: Path) -> JournalState | None:
                 if kind == "manifest":
                     state._manifest = (offset, length)
                     continue
+                if kind == "settled":
+                    state._settled = offset + length + 1
+                    continue
                 if not isinstance(name, str) or kind not in ("begin", "done"):
                     continue
                 if kind == "done" and not isinstance(event.get("record"), dict):
                     continue
                 state._add(name, str(kind), (offset, length))
+                state._end = offset + length + 1
     except FileNotFoundError:
         return None
     except OSError:
@@ -217,11 +263,21 @@ def append(output: Path, event: dict[str, Any], *, durable: bool = True) -> None
     append_line(journal_path(output), _line(event), durable=durable)
 
 
-def append_many(output: Path, events: Iterable[dict[str, Any]]) -> None:
-    """Append several events with one write (not fsynced: the caller syncs the group)."""
+def append_many(output: Path, events: Iterable[dict[str, Any]], *, durable: bool = False) -> None:
+    """Append several events with one write; fsynced only when ``durable`` (else the caller
+    makes the group durable)."""
     data = b"".join(_line(event) for event in events)
     if data:
-        append_line(journal_path(output), data, durable=False)
+        append_line(journal_path(output), data, durable=durable)
+
+
+SETTLED: dict[str, Any] = {"event": "settled"}
+
+
+def settle(output: Path) -> None:
+    """Record that every line above is durable (call right after a ``syncfs`` of the output's
+    file system; this line itself need not be durable: losing it only costs hashing)."""
+    append(output, SETTLED, durable=False)
 
 
 def sync(output: Path) -> None:
@@ -231,12 +287,13 @@ def sync(output: Path) -> None:
 
 def compact(output: Path, state: JournalState, names: list[str]) -> None:
     """Rewrite the journal with what still matters for the users in ``names`` (streamed; left
-    alone when that is what it holds)."""
+    alone when that is what it holds), settled: call it only once every line is durable."""
     pending = PendingFile(journal_path(output))
     try:
         for name in names:
             for line in state.kept_lines(name):
                 pending.write(line)
+        pending.write(_line(SETTLED))
         if state._manifest is not None:  # kept last: what the manifest was made from
             pending.write(state._raw(state._manifest) + b"\n")
     except BaseException:

@@ -311,28 +311,33 @@ class _Run:
         order = [u.name for u in self.users]
         if not settings.dry_run:
             try:
-                if worked:  # the last renames and done lines, before anyone is reported
-                    sync_all(settings.output)
                 complete = not self.interrupted and self.fatal is None
-                if complete:
-                    journal.compact(settings.output, final, order)
                 # every user unchanged and the manifest made from these very lines: as it is
                 unchanged = self.log.counts["unchanged"] == len(self.users)
                 source = manifest_source(settings, final.source_digest(order))
-                if not (complete and unchanged) or not manifest_is_current(
-                    settings.output, source, final.manifest_event()
-                ):
-                    written = write_manifest(
-                        settings.output,
-                        settings,
-                        (manifest_record(o, final.record(o.name)) for o in self.log),
+                # this run's files (and an interrupted run's), durable before anyone is
+                # reported: written back while the manifest is made
+                must_sync = worked or not final.settled()
+                with _synced_meanwhile(settings.output, must_sync):
+                    remade = not (complete and unchanged) or not manifest_is_current(
+                        settings.output, source, final.manifest_event()
                     )
-                    # made from the journal alone (no failed, planned or skipped user): recorded
-                    done = self.log.counts["written"] + self.log.counts["unchanged"]
-                    if complete and done == len(self.users):
-                        journal.append(
-                            settings.output, manifest_event(settings.output, source), durable=False
+                    if remade:
+                        written = write_manifest(
+                            settings.output,
+                            settings,
+                            (manifest_record(o, final.record(o.name)) for o in self.log),
                         )
+                if complete:  # everything in it is durable now: compacted, settled
+                    journal.compact(settings.output, final, order)
+                elif must_sync:
+                    journal.settle(settings.output)
+                # made from the journal alone (no failed, planned or skipped user): recorded
+                done = self.log.counts["written"] + self.log.counts["unchanged"]
+                if remade and complete and done == len(self.users):
+                    journal.append(
+                        settings.output, manifest_event(settings.output, source), durable=False
+                    )
             except WriteError:
                 if self.fatal is None:
                     raise
@@ -351,6 +356,32 @@ class _Run:
         from toolkit.batch.pool import run_parallel  # local: an unchanged run needs no pool
 
         run_parallel(self, state, pending, workers)
+
+
+@contextlib.contextmanager
+def _synced_meanwhile(output: Path, needed: bool) -> Iterator[None]:
+    """:func:`~toolkit.output.sync_all` of ``output``'s file system in a thread while the body
+    runs (it waits on the disk, the body works); done, or its error raised, when the body
+    ends."""
+    if not needed:
+        yield
+        return
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            sync_all(output)
+        except BaseException as exc:  # raised in the main thread below
+            errors.append(exc)
+
+    syncer = threading.Thread(target=run, name="ovpn-toolkit-sync")
+    syncer.start()
+    try:
+        yield
+    finally:
+        syncer.join()
+    if errors:
+        raise errors[0]
 
 
 def start_method() -> str:

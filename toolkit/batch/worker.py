@@ -9,9 +9,11 @@ unchanged and not touched.
 
 Crash safety (see :mod:`toolkit.batch.journal`): staging mends what an interrupted write left
 in the user's folder; the chunk's ``begin`` events, naming the digests about to be swapped in,
-are made durable together with the staged files, then the users are swapped in and their
-``done`` events appended. Existing outputs are replaced only when their digests are ones the
-journal records for this user (or with ``--force``).
+are made durable (together with the staged files when a user replaces an earlier version;
+alone, with one fsync of the journal, for a chunk of new users, whose files become durable at
+the end of the run), then the users are swapped in and their ``done`` events appended.
+Existing outputs are replaced only when their digests are ones the journal records for this
+user (or with ``--force``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ from toolkit.batch.identity import SignSettings
 from toolkit.batch.userlist import CASettings, UserEntry
 from toolkit.credentials import load_certificates, read_input
 from toolkit.errors import CAError, ToolkitError, WriteError
-from toolkit.output import StagedWrite, check_writable, file_sha256, is_owned, remove_tree
+from toolkit.output import (
+    StagedWrite,
+    check_writable,
+    file_sha256,
+    has_syncfs,
+    is_owned,
+    remove_tree,
+)
 from toolkit.package import AzurePackage, load_package
 from toolkit.passphrase import PassphraseSource
 
@@ -534,6 +543,7 @@ def warm_up(settings: BatchSettings, targets: Iterable[str]) -> None:
         _roots(settings.roots)
     except ToolkitError:
         return
+    has_syncfs()  # looked up once (ctypes), not in every worker
 
 
 def process_user(task: UserTask) -> UserOutcome:
@@ -547,9 +557,9 @@ def process_chunk(
     on_start: Callable[[str], None] | None = None,
 ) -> list[UserOutcome]:
     """Every user of ``chunk``: each planned and staged on its own (one user's failure never
-    touches another's files), then all staged users committed at once: their files and
-    journal ``begin`` lines made durable together, swapped in, the renames made durable
-    together, then their ``done`` lines appended. Never raises for user errors. ``stop`` is
+    touches another's files), then all staged users committed at once: their journal ``begin``
+    lines made durable (with their files, when one replaces an earlier version), swapped in,
+    then their ``done`` lines appended. Never raises for user errors. ``stop`` is
     asked before each user (the main process's own chunks): the users staged so far are
     committed and the outcomes end there."""
     settings = chunk.settings
@@ -588,8 +598,14 @@ def process_chunk(
 def _commit(
     writer: StagedWrite, settings: BatchSettings, staged: list[tuple[UserTask, UserOutcome, Any]]
 ) -> None:
-    begins = [{"event": "begin", "name": o.name, "files": o.files} for _t, o, _p in staged]
-    failure = writer.commit(before_swap=lambda: journal.append_many(settings.output, begins))
+    def before_swap(durable: bool) -> None:  # durable: a group of fresh users only
+        begins = [
+            {"event": "begin", "name": o.name, "files": o.files, **({"fresh": True} if f else {})}
+            for (_t, o, _p), f in zip(staged, writer.fresh(), strict=True)
+        ]
+        journal.append_many(settings.output, begins, durable=durable)
+
+    failure = writer.commit(before_swap=before_swap)
     done: list[dict[str, Any]] = []
     reported = False
     for task, outcome, (plan, inputs) in staged:
