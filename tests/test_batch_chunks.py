@@ -487,6 +487,28 @@ def test_forked_and_spawned_workers_write_the_same_batch(
     assert run(team12, jobs=2).count("unchanged") == 12
 
 
+def test_workers_fork_from_a_frozen_heap_and_the_main_process_unfreezes_it(
+    team12: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The objects forked workers inherit are frozen out of the cyclic collector (a scan would
+    copy every inherited page); frozen for the pool's life only, else they could never be
+    freed."""
+    import gc
+
+    frozen_at_submit: list[int] = []
+    real_submit = pool._Pool.submit
+
+    def submit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        frozen_at_submit.append(gc.get_freeze_count())
+        return real_submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(pool._Pool, "submit", submit)
+    before = gc.get_freeze_count()
+    assert run(team12, jobs=2).count("written") == 12
+    assert frozen_at_submit and min(frozen_at_submit) > before
+    assert gc.get_freeze_count() == before
+
+
 def _start_method_in_a_fresh_process(code: str) -> str:
     import subprocess
     import sys

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import gc
 import multiprocessing
 import os
 import signal
@@ -129,6 +130,10 @@ def run_parallel(run: _Run, state: journal.JournalState, pending: list[int], wor
     )
     running: dict[cf.Future[list[UserOutcome]], list[int]] = {}
     position = 0
+    # what the workers inherit (forked at the first submit) is never scanned by their cyclic
+    # collector: a scan would touch, and so copy, every inherited page; and this process's
+    # collector skips it too. Until the pool is done.
+    gc.freeze()
 
     def take() -> list[int]:
         nonlocal position
@@ -168,5 +173,6 @@ def run_parallel(run: _Run, state: journal.JournalState, pending: list[int], wor
             for future in running:
                 future.cancel()
             pool.shutdown(wait=True)
+        gc.unfreeze()
     # finished while the pool was being stopped
     collect({f for f in running if f.done()})

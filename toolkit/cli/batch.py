@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 import signal
 import sys
@@ -164,6 +165,9 @@ def batch(
     from toolkit.batch.userlist import load_user_list
     from toolkit.batch.worker import STATUSES
 
+    # a batch allocates many short-lived objects and hardly any cycles: the cyclic collector
+    # runs every 20 000 allocations instead of every 700 (forked workers inherit this)
+    gc.set_threshold(20_000, 20, 20)
     try:
         users = load_user_list(users_file)
     except UserListError as exc:
