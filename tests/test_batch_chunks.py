@@ -386,6 +386,10 @@ def test_indented_json_streams_an_iterator_as_the_list() -> None:
     pieces.clear()
     write_indented({"users": iter([])}, pieces.append)
     assert "".join(pieces) == json.dumps({"users": []}, indent=2)
+    pieces.clear()
+    write_indented({"users": iter([{"name": "x" * 70_000}] * 3)}, pieces.append)
+    assert len(pieces) > 1  # handed out in pieces, not as one string
+    assert "".join(pieces) == json.dumps({"users": [{"name": "x" * 70_000}] * 3}, indent=2)
 
 
 def test_unchanged_outcome_needs_the_same_inputs_and_files(team12: Path) -> None:

@@ -42,13 +42,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolkit.jsontext import dumps_line, loads
 from toolkit.output import PendingFile, append_line, file_sha256, sync_file
 
 JOURNAL = "journal.jsonl"
@@ -105,7 +105,7 @@ class JournalState:
         return os.pread(self._fd, length, offset)
 
     def _read(self, span: tuple[int, int]) -> dict[str, Any]:
-        event = json.loads(self._raw(span))
+        event = loads(self._raw(span))
         return event if isinstance(event, dict) else {}
 
     def close(self) -> None:
@@ -218,7 +218,7 @@ def _events(data: Iterable[bytes]) -> Iterator[tuple[int, int, dict[str, Any]]]:
         line = raw.rstrip(b"\n")
         if line:
             try:
-                event = json.loads(line)
+                event = loads(line)
             except ValueError:
                 event = None  # a torn line of an interrupted append
             if isinstance(event, dict):
@@ -254,7 +254,7 @@ def read_journal(output: Path) -> JournalState | None:
 
 
 def _line(event: dict[str, Any]) -> bytes:
-    return (json.dumps({"v": JOURNAL_VERSION, **event}, separators=(",", ":")) + "\n").encode()
+    return dumps_line({"v": JOURNAL_VERSION, **event})
 
 
 def append(output: Path, event: dict[str, Any], *, durable: bool = True) -> None:

@@ -9,13 +9,13 @@ and the manifest read them back one at a time, in the list's order.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import overload
 
 from toolkit.batch.worker import Status, UserOutcome, outcome_fields
+from toolkit.jsontext import dumps_compact, loads
 from toolkit.output import scratch_file
 
 
@@ -30,7 +30,7 @@ class OutcomeLog(Sequence[UserOutcome]):
         self.counts: Counter[str] = Counter()
 
     def put(self, index: int, outcome: UserOutcome) -> None:
-        data = json.dumps(outcome.to_json(), separators=(",", ":")).encode()
+        data = dumps_compact(outcome.to_json())
         os.pwrite(self._file.fileno(), data, self._end)
         self._spans[index] = (self._end, len(data))
         self._end += len(data)
@@ -59,7 +59,7 @@ class OutcomeLog(Sequence[UserOutcome]):
         span = self._spans[index]
         if span is None:
             raise LookupError(f"no outcome at {index} yet")
-        data = json.loads(os.pread(self._file.fileno(), span[1], span[0]))
+        data = loads(os.pread(self._file.fileno(), span[1], span[0]))
         return UserOutcome(**outcome_fields(data))
 
     def __iter__(self) -> Iterator[UserOutcome]:

@@ -100,14 +100,22 @@ def plain_source(env: str | None, file: Path | None) -> PassphraseSource:
 
 
 def print_json(document: Any) -> None:
-    """The document as ``json.dumps(document, indent=2)`` and a newline, written in pieces: a
-    batch of 10 000 users is never held as one string."""
+    """The document as ``json.dumps(document, indent=2, ensure_ascii=False)`` and a newline, in
+    UTF-8 whatever the terminal's encoding, written in pieces: a batch of 10 000 users is never
+    held as one string."""
     from toolkit.jsontext import write_indented
 
     out = sys.stdout
-    write_indented(document, out.write)
-    out.write("\n")
-    out.flush()
+    out.flush()  # what was printed as text before goes first
+    raw = getattr(out, "buffer", None)
+    if raw is None:  # a text-only stream (tests capturing output)
+        write_indented(document, out.write)
+        out.write("\n")
+        out.flush()
+        return
+    write_indented(document, lambda text: raw.write(text.encode("utf-8")))
+    raw.write(b"\n")
+    raw.flush()
 
 
 PASSPHRASE_ENV_HELP = "Read the passphrase from this environment variable."  # noqa: S105
