@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from toolkit.profile import Profile
 from toolkit.sample import SampleGateway
 from toolkit.targets import TARGETS
 from toolkit.targets.ios.target import MAX_LINE_BYTES, _size_problems, _within_limits
+from toolkit.targets.tunnelblick import archive
 from toolkit.targets.tunnelblick.archive import ZIP_DATE, _with_zipfile, bundle_zip
 from toolkit.targets.tunnelblick.target import _config_problems
 
@@ -54,7 +57,13 @@ names = st.text(
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.tuples(names, st.none() | st.binary(max_size=3000) | st.text(max_size=3000)),
+        st.tuples(
+            names,
+            st.none()
+            | st.binary(max_size=3000)
+            | st.text(max_size=3000)
+            | st.binary(max_size=40000),
+        ),
         min_size=1,
         max_size=6,
         unique_by=lambda entry: entry[0],
@@ -74,6 +83,24 @@ def test_bundle_zip_is_what_zipfile_writes(raw: list[tuple[str, bytes | str | No
         for (name, data), info in zip(entries, archive.infolist(), strict=True):
             assert info.filename == name
             assert archive.read(info) == (data or b"")
+
+
+def test_the_small_deflate_window_makes_the_full_window_stream() -> None:
+    """bundle_zip sets zlib up with the smallest window that reaches over all the data: the
+    same stream as 32 KiB, checked at each window's edge with data that repeats from far back
+    (matches near the window's reach) and with text like a profile's."""
+    lines = b"".join(b"line %d of a profile, base64 QUJDREVGR0hJSktM\n" % i for i in range(900))
+    for bits in range(9, 16):
+        edge = (1 << bits) - archive._MIN_LOOKAHEAD
+        for size in (edge - 1, edge, edge + 1):
+            head = os.urandom(size * 7 // 8)
+            for data in (head + head[: size - len(head)], lines[:size]):
+                window = -archive._window(data)
+                full = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+                small = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, window)
+                assert small.compress(data) + small.flush() == full.compress(data) + full.flush()
+    assert archive._window(b"") == 9 and archive._window(bytes(6000)) == 13
+    assert archive._window(bytes(1 << 20)) == 15
 
 
 def test_bundle_zip_of_a_real_bundle() -> None:
