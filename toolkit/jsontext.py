@@ -39,17 +39,21 @@ def _text(value: Any, pad: str) -> str:
     return text if pad == "\n" else text.replace("\n", pad)
 
 
+_PLAIN = frozenset({str, int, bool, list, tuple, type(None)})  # never an iterator: no ABC check
+
+
 def _streams(value: Any) -> bool:
     """True when ``value`` is, or directly holds, an iterator (written item by item)."""
-    if isinstance(value, Iterator):
-        return True
-    return type(value) is dict and any(isinstance(v, Iterator) for v in value.values())
+    kind = type(value)
+    if kind is dict:
+        return any(type(v) not in _PLAIN and _streams(v) for v in value.values())
+    return kind not in _PLAIN and isinstance(value, Iterator)
 
 
 def write_indented(document: Any, write: Callable[[str], object]) -> None:
     """Write ``json.dumps(document, indent=2, ensure_ascii=False)`` through ``write``, in
     pieces. An iterator (a generator) in the document, or as a value of a dict in it, is
-    written as the list it yields, one item at a time."""
+    written as the list it yields, one item at a time (each item written whole)."""
     pieces: list[str] = []
     size = 0
 
@@ -69,10 +73,8 @@ def write_indented(document: Any, write: Callable[[str], object]) -> None:
         inner = pad + "  "
         if isinstance(obj, Iterator):
             separator = "[" + inner
-            for item in obj:
-                put(separator + (_text(item, inner) if not _streams(item) else ""))
-                if _streams(item):
-                    emit(item, inner)
+            for item in obj:  # items are written whole (a manifest's user, an outcome)
+                put(separator + _text(item, inner))
                 separator = "," + inner
             put("[]" if separator == "[" + inner else pad + "]")
             return

@@ -292,6 +292,31 @@ class _Run:
             else:
                 self._parallel(state, pending, workers)
         worked = bool(pending)
+        # this run's files (and an interrupted run's), durable before anyone is reported:
+        # written back from now on, while the journal is read again and the manifest made
+        must_sync = not settings.dry_run and (worked or not state.settled())
+        syncer = _Syncer(settings.output) if must_sync else None
+        try:
+            final, written, order = self._finish(state, worked, syncer)
+        finally:
+            if syncer is not None:
+                syncer.wait()  # never left running (an error above is the one raised)
+        final.close()
+        state.close()
+        if self.fatal is not None:
+            raise WriteError(
+                self.fatal.reason or "the output folder cannot be written", hint=self.fatal.hint
+            )
+        names = set(order)
+        dropped = [name for name in known_before if name not in names]
+        return BatchResult(self.log, written, dropped, interrupted=self.interrupted)
+
+    def _finish(
+        self, state: journal.JournalState, worked: bool, syncer: _Syncer | None
+    ) -> tuple[journal.JournalState, bool, list[str]]:
+        """Outcomes for the users not run, the manifest, the journal compacted: the state
+        after this run, whether the manifest was written, the users' names in list order."""
+        settings = self.settings
         why = "--fail-fast" if self.fail_fast else "the output folder cannot be written"
         why = "interrupted" if self.interrupted else why
         final = state
@@ -309,47 +334,38 @@ class _Run:
                 self.log.put(index, UserOutcome(user.name, "skipped", reason=f"not run ({why})"))
         written = False
         order = [u.name for u in self.users]
-        if not settings.dry_run:
-            try:
-                complete = not self.interrupted and self.fatal is None
-                # every user unchanged and the manifest made from these very lines: as it is
-                unchanged = self.log.counts["unchanged"] == len(self.users)
-                source = manifest_source(settings, final.source_digest(order))
-                # this run's files (and an interrupted run's), durable before anyone is
-                # reported: written back while the manifest is made
-                must_sync = worked or not final.settled()
-                with _synced_meanwhile(settings.output, must_sync):
-                    remade = not (complete and unchanged) or not manifest_is_current(
-                        settings.output, source, final.manifest_event()
-                    )
-                    if remade:
-                        written = write_manifest(
-                            settings.output,
-                            settings,
-                            (manifest_record(o, final.record(o.name)) for o in self.log),
-                        )
-                if complete:  # everything in it is durable now: compacted, settled
-                    journal.compact(settings.output, final, order)
-                elif must_sync:
-                    journal.settle(settings.output)
-                # made from the journal alone (no failed, planned or skipped user): recorded
-                done = self.log.counts["written"] + self.log.counts["unchanged"]
-                if remade and complete and done == len(self.users):
-                    journal.append(
-                        settings.output, manifest_event(settings.output, source), durable=False
-                    )
-            except WriteError:
-                if self.fatal is None:
-                    raise
-        final.close()
-        state.close()
-        if self.fatal is not None:
-            raise WriteError(
-                self.fatal.reason or "the output folder cannot be written", hint=self.fatal.hint
+        if settings.dry_run:
+            return final, written, order
+        try:
+            complete = not self.interrupted and self.fatal is None
+            # every user unchanged and the manifest made from these very lines: as it is
+            unchanged = self.log.counts["unchanged"] == len(self.users)
+            source = manifest_source(settings, final.source_digest(order))
+            remade = not (complete and unchanged) or not manifest_is_current(
+                settings.output, source, final.manifest_event()
             )
-        names = set(order)
-        dropped = [name for name in known_before if name not in names]
-        return BatchResult(self.log, written, dropped, interrupted=self.interrupted)
+            if remade:
+                written = write_manifest(
+                    settings.output,
+                    settings,
+                    (manifest_record(o, final.record(o.name)) for o in self.log),
+                )
+            if syncer is not None:
+                syncer.join()
+            if complete:  # everything in it is durable now: compacted, settled
+                journal.compact(settings.output, final, order)
+            elif syncer is not None:
+                journal.settle(settings.output)
+            # made from the journal alone (no failed, planned or skipped user): recorded
+            done = self.log.counts["written"] + self.log.counts["unchanged"]
+            if remade and complete and done == len(self.users):
+                journal.append(
+                    settings.output, manifest_event(settings.output, source), durable=False
+                )
+        except WriteError:
+            if self.fatal is None:
+                raise
+        return final, written, order
 
     def _parallel(self, state: journal.JournalState, pending: list[int], workers: int) -> None:
         """``workers`` worker processes and this one take chunks of ``pending`` in turn."""
@@ -358,30 +374,30 @@ class _Run:
         run_parallel(self, state, pending, workers)
 
 
-@contextlib.contextmanager
-def _synced_meanwhile(output: Path, needed: bool) -> Iterator[None]:
-    """:func:`~toolkit.output.sync_all` of ``output``'s file system in a thread while the body
-    runs (it waits on the disk, the body works); done, or its error raised, when the body
-    ends."""
-    if not needed:
-        yield
-        return
-    errors: list[BaseException] = []
+class _Syncer:
+    """:func:`~toolkit.output.sync_all` of ``output``'s file system, in a thread started at
+    once: it waits on the disk while this process works on."""
 
-    def run() -> None:
+    def __init__(self, output: Path) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(output,), name="ovpn-toolkit-sync")
+        self._thread.start()
+
+    def _run(self, output: Path) -> None:
         try:
             sync_all(output)
-        except BaseException as exc:  # raised in the main thread below
-            errors.append(exc)
+        except BaseException as exc:  # raised by join, in the main thread
+            self._error = exc
 
-    syncer = threading.Thread(target=run, name="ovpn-toolkit-sync")
-    syncer.start()
-    try:
-        yield
-    finally:
-        syncer.join()
-    if errors:
-        raise errors[0]
+    def join(self) -> None:
+        """Wait until every file written so far is durable; its error raised (once)."""
+        self._thread.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def wait(self) -> None:
+        self._thread.join()
 
 
 def start_method() -> str:

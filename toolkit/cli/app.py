@@ -7,6 +7,7 @@ Thin on purpose: each command parses its options, calls one core function, rende
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Annotated, Any
@@ -69,3 +70,8 @@ def main() -> Any:
     except KeyboardInterrupt:
         err("interrupted")
         sys.exit(int(ExitCode.INTERRUPTED))
+    finally:
+        # the process ends here: the interpreter's last cyclic collection would walk every
+        # object still alive (after a batch of 1000 users: 0.15 s) only to free memory the
+        # exit frees anyway; objects are still freed and closed as their modules are cleared
+        gc.freeze()
