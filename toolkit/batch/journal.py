@@ -5,7 +5,8 @@ One JSON object per line, appended under an flock(2) (several workers append at 
 - ``{"event": "begin", "name": ..., "files": [{"path", "sha256"}]}`` before a user's files are
   swapped in: from then on those exact bytes, found at those paths, are known to be ours.
   ``"fresh": true`` when ``OUTPUT/<name>`` did not exist: the whole folder is this batch's, so
-  until a ``done`` follows, whatever it holds is ours (a power loss can tear files it wrote);
+  until a settled ``done`` follows, whatever it holds is ours (a power loss before the run's
+  final ``syncfs`` can tear the files it wrote);
 - ``{"event": "done", "name": ..., "record": {...}, "stat": {...}, "inputs": {...}}`` after
   they are all in place: the user's record, as the manifest shows it, and the stat keys (size,
   mtime, ctime, inode) of its files and credential inputs as they were, so that a re-run hashes
