@@ -125,9 +125,15 @@ def run_measured(
     sample_memory: bool = False,
     interval: float = 0.05,
 ) -> RunResult:
-    """Run ``argv`` once and measure it; stdout and stderr go to temporary files."""
+    """Run ``argv`` once and measure it; stdout and stderr go to temporary files.
+
+    Each command starts with nothing left to write back: ``sync(2)`` first, not timed. A
+    command that makes its files durable (the toolkit's ``syncfs``) would otherwise also write
+    back what the command before it left in memory (the shell loop's files, the inputs just
+    made): the measurements would depend on their order."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         killed = threading.Event()
+        os.sync()
         started = time.perf_counter()
         proc = subprocess.Popen(
             list(argv),
