@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from typer.testing import CliRunner, Result
 
 import toolkit
+from tests.conftest import ClientFiles
 from toolkit.ca import keys as pki
 from toolkit.cli import app
 from toolkit.cli.common import SHOW_TRACEBACK
@@ -751,6 +752,27 @@ def test_console_script_error_is_one_line_and_hint(tmp_path: Path) -> None:
     assert lines[1].startswith("hint: ")
     assert "\x1b[" not in result.stderr  # no colour codes when not a terminal
     assert result.stdout == ""
+
+
+def test_console_script_json_is_utf8_whatever_the_locale(
+    package_zip: Path, client_files: ClientFiles, tmp_path: Path
+) -> None:
+    """--json goes out as UTF-8 bytes even under the C locale: a display name outside ASCII is
+    written as it is, and the document parses back."""
+    out = tmp_path / "zoe"
+    result = subprocess.run(
+        [
+            *(console_script(), "generate", str(package_zip)),
+            *("--cert", str(client_files.cert), "--key", str(client_files.key)),
+            *("--name", "zoe", "--display-name", "Zoë ☃", "--output", str(out), "--json"),
+        ],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONIOENCODING": "ascii"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Zoë ☃".encode() in result.stdout
+    assert json.loads(result.stdout.decode("utf-8"))["user"]["display_name"] == "Zoë ☃"
 
 
 def test_console_script_demo(tmp_path: Path) -> None:

@@ -417,6 +417,17 @@ def file_sha256(path: str | Path) -> str:
         os.close(fd)
 
 
+def file_digests(folder: Path) -> Iterator[tuple[str, str]]:
+    """(path relative to ``folder``, SHA-256) of every regular file under it; symlinks are
+    neither followed nor listed (never ours), unreadable files are left out."""
+    for top, _dirs, names in os.walk(folder):
+        for file_name in names:
+            path = os.path.join(top, file_name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                with contextlib.suppress(OSError):
+                    yield os.path.relpath(path, folder).replace(os.sep, "/"), file_sha256(path)
+
+
 def is_owned(user_dir: Path, path: Path, owned: Owned) -> bool:
     """True when every file at or under ``path`` holds bytes the toolkit recorded writing there
     (``owned``); a symlink, an unknown file or a changed one makes it not ours."""
@@ -877,6 +888,7 @@ __all__ = [
     "ensure_private_dir",
     "exclusive_lock",
     "existing_outputs",
+    "file_digests",
     "file_sha256",
     "folder_lock",
     "fsync_dir",

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.jsontext import dumps_line, loads
-from toolkit.output import PendingFile, append_line, file_sha256, sync_file
+from toolkit.output import PendingFile, append_line, file_digests, sync_file
 
 JOURNAL = "journal.jsonl"
 JOURNAL_VERSION = 1
@@ -174,7 +174,7 @@ class JournalState:
                 if isinstance(path, str) and path.startswith(prefix):
                     known.setdefault(path[len(prefix) :], set()).add(str(entry.get("sha256")))
         if fresh and self._path is not None:
-            for path, digest in _files_in(self._path.parent / name):
+            for path, digest in file_digests(self._path.parent / name):
                 known.setdefault(path, set()).add(digest)
         return {path: sorted(digests) for path, digests in known.items()}
 
@@ -199,17 +199,6 @@ class JournalState:
             return
         for span in lines.spans[max(lines.last_done, 0) :]:
             yield self._raw(span) + b"\n"
-
-
-def _files_in(folder: Path) -> Iterator[tuple[str, str]]:
-    """(relative path, SHA-256) of every regular file under ``folder`` (symlinks not followed
-    and not listed: never ours)."""
-    for top, _dirs, names in os.walk(folder):
-        for file_name in names:
-            path = os.path.join(top, file_name)
-            if os.path.isfile(path) and not os.path.islink(path):
-                with contextlib.suppress(OSError):
-                    yield os.path.relpath(path, folder).replace(os.sep, "/"), file_sha256(path)
 
 
 def _events(data: Iterable[bytes]) -> Iterator[tuple[int, int, dict[str, Any]]]:

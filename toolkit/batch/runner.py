@@ -164,7 +164,8 @@ def run_batch(
 # --jobs N is obeyed (N - 1 workers whenever there are that many users to write).
 ISSUE_COST = 25
 WORKER_COST = {"fork": 8, "spawn": 64}
-# Users per chunk: one group commit (one syncfs, ~10 ms, before its renames) per chunk. Users
+# Users per chunk: one group commit per chunk (before its renames, one fsync of the journal for
+# new users, one syncfs, ~10-30 ms, when users replace earlier versions). Users
 # assembled from existing credentials take a few ms each: chunks of 8 to 64. Users whose
 # certificates the CA issues take ~60 ms each (an RSA key): chunks of 1 to 32.
 MAX_CHUNK = 64
@@ -175,7 +176,7 @@ MAX_ISSUE_CHUNK = 32
 def chunk_size(remaining: int, processes: int, *, issuing: bool = False) -> int:
     """Guided self-scheduling: big chunks while much is left (fewer group commits), smaller
     towards the end (no process idles long waiting for the last big one); never below
-    MIN_CHUNK users to assemble (a tail of one-user chunks is one syncfs per user)."""
+    MIN_CHUNK users to assemble (a tail of one-user chunks is one group commit per user)."""
     if issuing:
         return max(1, min(MAX_ISSUE_CHUNK, remaining // (processes * 4)))
     return max(min(MIN_CHUNK, remaining), min(MAX_CHUNK, remaining // (processes * 3)))
