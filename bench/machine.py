@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,18 @@ def _git_commit(repo: Path) -> str:
     return _first_line(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
 
 
+def python_base() -> str:
+    """The installed interpreter behind this one (a venv's base), its build date and whether
+    it runs from a shared libpython."""
+    base = getattr(sys, "_base_executable", sys.executable)
+    try:  # what is loaded, not what sysconfig says (Debian reports shared, runs static)
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            shared = "shared libpython" if "libpython" in maps.read() else "static libpython"
+    except OSError:
+        shared = "libpython: unknown"
+    return f"{os.path.realpath(base)} ({platform.python_build()[1]}, {shared})"
+
+
 def machine_facts(python: str, repo: Path) -> dict[str, Any]:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
@@ -63,6 +76,9 @@ def machine_facts(python: str, repo: Path) -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "python_executable": python,
+        # the interpreter behind the venv: the same toolkit ran 20% slower here under a pyenv
+        # build (shared libpython) than under Debian's python3.11 (docs/performance.md)
+        "python_base": python_base(),
         "cryptography": cryptography.__version__,
         "openssl": _first_line(["openssl", "version"]),
         "easy_rsa": _first_line([str(EASYRSA), "--version"], prefix="Version:"),
