@@ -61,7 +61,7 @@ def python_base() -> str:
             shared = "shared libpython" if "libpython" in maps.read() else "static libpython"
     except OSError:
         shared = "libpython: unknown"
-    return f"{os.path.realpath(base)} ({platform.python_build()[1]}, {shared})"
+    return f"{os.path.realpath(base)} (built {platform.python_build()[1]}, {shared})"
 
 
 def machine_facts(python: str, repo: Path) -> dict[str, Any]:

@@ -548,7 +548,7 @@ def render(
         f"{facts['load_average_end'][0]:.2f} at the end"
     )
     out.append(
-        f"software: Python {facts['python']} ({facts.get('python_base', '?')}), "
+        f"software: Python {facts['python']} at {facts.get('python_base', '?')}, "
         f"cryptography {facts['cryptography']}, "
         f"{facts['openssl']}, easy-rsa {facts['easy_rsa']}, {facts['bash']}"
     )
