@@ -92,7 +92,11 @@ class Team:
         return result
 
 
-def make_team(folder: Path, gateway: SampleGateway, users: int, ca_users: int = 0) -> Team:
+def make_team(
+    folder: Path, gateway: SampleGateway, users: int, ca_users: int = 0, *, distinct: int = 0
+) -> Team:
+    """``users`` with pre-issued credentials (``distinct`` > 0: only that many certificates,
+    shared round-robin, for lists long enough to be interrupted) and ``ca_users`` to issue."""
     folder.mkdir()
     (folder / "VNet1GW.zip").write_bytes(gateway.zip_bytes())
     ca.init_ca(folder / "pki", "Crash Test P2S Root", passphrase=CA_PASS.encode())
@@ -106,9 +110,12 @@ def make_team(folder: Path, gateway: SampleGateway, users: int, ca_users: int = 
         "ca: {dir: pki, passphrase_env: P2S_CA_PASS}",
         "users:",
     ]
-    for name in names:  # pre-issued: issuance is not the point of most tests
-        authority.issue(name, output_dir=folder / "certs")
-        lines += [f"  - name: {name}", f"    cert: certs/{name}.pem", f"    key: certs/{name}.key"]
+    for index, name in enumerate(names):  # pre-issued: issuance is not the point of most tests
+        files = names[index % distinct] if distinct else name
+        if files == name:
+            authority.issue(name, output_dir=folder / "certs")
+        lines += [f"  - name: {name}", f"    cert: certs/{files}.pem"]
+        lines.append(f"    key: certs/{files}.key")
     for name in ca_names:
         lines += [f"  - name: {name}", f"    email: {name}@contoso.example"]
     (folder / "users.yaml").write_text("\n".join(lines) + "\n")
@@ -390,7 +397,9 @@ def test_a_torn_journal_line_is_ignored_and_not_glued_to(team: Team) -> None:
 def test_interrupt_stops_workers_records_and_exits_130(
     tmp_path: Path, gateway: SampleGateway, sig: int, group: bool
 ) -> None:
-    team = make_team(tmp_path / "team", gateway, users=12)
+    # long enough that the signal comes while most users are still to do, however fast the
+    # machine (12 users used to finish first, and the test skipped)
+    team = make_team(tmp_path / "team", gateway, users=400, distinct=12)
     process = team.start(jobs=2)
     reached = wait_until(lambda: done_count(team.out) >= 1, process)
     assert reached
